@@ -1,0 +1,72 @@
+"""The command line: argument parsing only; each command is a function in ``imgbuild.commands``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from imgbuild import __version__
+from imgbuild.errors import EXIT_INTERRUPTED, ImgbuildError
+
+EPILOG = """exit status:
+  0    success
+  1    a build failed (or a target was skipped because its dependency failed)
+  2    bad input: a spec error, an unknown label or pattern, a usage error
+  3    the container engine is not reachable
+  130  interrupted
+
+patterns: //apps/api:api  //apps/api  //apps/api:all  //apps/...  //...  :api  -//apps/legacy/...
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="imgbuild",
+        description="Build container images in monorepos: a mini Bazel for images.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"imgbuild {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--workspace", "-w", type=Path, metavar="DIR",
+                        help="the workspace root (default: the nearest directory above with imgbuild.yaml)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    sp = sub.add_parser("plan", parents=[common], help="show the targets a build would run, in order, fully resolved")
+    sp.add_argument("patterns", nargs="+", metavar="PATTERN")
+    sp.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    sq = sub.add_parser("query", parents=[common], help="list dependencies or dependants of targets")
+    sq.add_argument("kind", choices=("deps", "rdeps"))
+    sq.add_argument("patterns", nargs="+", metavar="PATTERN")
+    sq.add_argument("--direct", action="store_true", help="only direct (one level) dependencies or dependants")
+    sq.add_argument("--json", action="store_true")
+
+    sg = sub.add_parser("graph", parents=[common], help="print the dependency graph")
+    sg.add_argument("patterns", nargs="*", metavar="PATTERN", default=["//..."])
+    sg.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
+
+    sub.add_parser("validate", parents=[common], help="check every spec, label, Dockerfile and stage")
+
+    ss = sub.add_parser("schema", help="print a JSON Schema of a file format")
+    ss.add_argument("kind", nargs="?", choices=("workspace", "build", "report"), default="build")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from imgbuild import commands
+
+    try:
+        return commands.run(args)
+    except ImgbuildError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `imgbuild plan //... | head`
+        return 0

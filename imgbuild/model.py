@@ -1,0 +1,134 @@
+"""The resolved domain model: the workspace configuration and its targets. Frozen, parsed once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgbuild.errors import Location
+from imgbuild.labels import Label
+
+Pairs = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Registry:
+    name: str
+    url: str
+    insecure: bool = False
+    immutable_tags: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class CachePolicy:
+    """A named cache policy from ``cache_policies:``; its settings are used by the caching issues."""
+
+    name: str
+    backend: str  # local | s3 | registry | inline | gha
+    path: str | None = None
+    bucket: str | None = None
+    region: str | None = None
+    prefix: str = ""
+    endpoint_url: str | None = None
+    use_path_style: bool = False
+    ref: str | None = None
+    scope: str | None = None
+    fallback_scopes: tuple[str, ...] = ()
+    mode: str = "min"
+    write: bool = True
+    invalidate_every: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoryConfig:
+    backend: str = "sqlite"
+    path: str = ".imgbuild/history.sqlite"
+    bucket: str | None = None
+    prefix: str = ""
+    region: str | None = None
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Defaults:
+    registries: tuple[str, ...] = ()
+    cache: str | None = None
+    tags: tuple[str, ...] = ("latest",)
+    platforms: tuple[str, ...] = ()
+    build_args: Pairs = ()
+    labels: Pairs = ()
+    push: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkspaceConfig:
+    root: Path
+    file: Path
+    defaults: Defaults
+    registries: tuple[Registry, ...] = ()
+    cache_policies: tuple[CachePolicy, ...] = ()
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    concurrency: int = 4
+
+    def registry(self, name: str) -> Registry:
+        return next(r for r in self.registries if r.name == name)
+
+    def cache_policy(self, name: str) -> CachePolicy:
+        return next(p for p in self.cache_policies if p.name == name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Secret:
+    """A build secret: its id and where its value comes from. The value itself is never stored."""
+
+    id: str
+    src: str | None = None
+    env: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """One buildable image: an app, or one of the app's ``targets:`` (a Dockerfile stage)."""
+
+    label: Label
+    app: str
+    spec_file: str  # workspace-relative path of the BUILD.yaml
+    location: Location  # where the target (or its app) is declared
+    dockerfile: Path  # absolute
+    context: Path  # absolute
+    stage: str | None
+    image: str
+    build_args: Pairs
+    deps: tuple[tuple[str, Label], ...]  # build-arg name -> dependency label
+    cache: str | None
+    tags: tuple[str, ...]
+    push: bool
+    registries: tuple[str, ...]
+    platforms: tuple[str, ...]
+    secrets: tuple[Secret, ...]
+    labels: Pairs
+    # Where each deps entry is written, so an unknown or cyclic dependency is reported there.
+    dep_locations: tuple[tuple[str, Location], ...] = field(default=(), compare=False)
+
+    @property
+    def dep_labels(self) -> tuple[Label, ...]:
+        return tuple(sorted({lb for _, lb in self.deps}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Workspace:
+    """The loaded workspace: its configuration and every target, keyed by label."""
+
+    config: WorkspaceConfig
+    targets: dict[Label, Target]
+    packages: tuple[str, ...]
+
+    @property
+    def root(self) -> Path:
+        return self.config.root
+
+    def relpath(self, path: Path) -> str:
+        try:
+            return path.relative_to(self.root).as_posix() or "."
+        except ValueError:
+            return str(path)

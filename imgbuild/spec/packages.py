@@ -1,0 +1,192 @@
+"""Discover BUILD.yaml packages and resolve their apps into targets (target > app > workspace defaults)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from imgbuild.errors import ImgbuildError, LabelError, SpecError, SpecErrors
+from imgbuild.labels import Label
+from imgbuild.model import Secret, Target, Workspace, WorkspaceConfig
+from imgbuild.spec.schemas import validate
+from imgbuild.spec.workspace import BUILD_FILE, WORKSPACE_FILE, load_config, registry_names, string_pairs, unknown_hint
+from imgbuild.yamlsource import YamlDocument, load_yaml
+
+# Directories never searched for packages: VCS data, our own state, dependency trees.
+_SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages"})
+
+
+def discover(root: Path) -> Iterator[str]:
+    """Workspace-relative package paths ("" for the root), sorted; nested workspaces are not entered."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here != root and WORKSPACE_FILE in filenames:
+            dirnames[:] = []
+            continue
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS]
+        if BUILD_FILE in filenames:
+            rel = here.relative_to(root).as_posix()
+            found.append("" if rel == "." else rel)
+    return iter(sorted(found))
+
+
+def load_workspace(root: Path) -> Workspace:
+    """Load imgbuild.yaml and every BUILD.yaml below it; all spec problems are reported together."""
+    config, _ = load_config(root)
+    targets: dict[Label, Target] = {}
+    errors: list[SpecError] = []
+    packages = list(discover(root))
+    for pkg in packages:
+        display = f"{pkg}/{BUILD_FILE}" if pkg else BUILD_FILE
+        try:
+            doc = load_yaml(root / pkg / BUILD_FILE, display)
+            for t in _package_targets(config, pkg, doc):
+                targets[t.label] = t
+        except SpecErrors as exc:
+            errors.extend(exc.errors)
+        except SpecError as exc:
+            errors.append(exc)
+    if errors:
+        raise SpecErrors(errors)
+    return Workspace(config=config, targets=targets, packages=tuple(packages))
+
+
+_MERGED_MAPS = ("build_args", "labels")
+
+
+def _package_targets(config: WorkspaceConfig, pkg: str, doc: YamlDocument) -> list[Target]:
+    if doc.data is None:
+        raise doc.error("the file is empty", (), "declare `apps:` with at least one app")
+    errors = validate(doc, "build")
+    if errors:
+        raise SpecErrors(errors)
+    out: list[Target] = []
+    seen: dict[str, tuple[str | int, ...]] = {}
+    for app_name, app in doc.data["apps"].items():
+        app = app or {}
+        declared = app.get("targets")
+        entries = list(declared.items()) if declared else [(app_name, {})]
+        for tname, tspec in entries:
+            tspec = tspec or {}
+            where: tuple[str | int, ...] = ("apps", app_name, "targets", tname) if declared else ("apps", app_name)
+            if tname in seen:
+                raise doc.error(
+                    f"target name {tname!r} is already used in this package (at {doc.location(seen[tname])})",
+                    where, "target names are unique within a package; rename one of them")
+            seen[tname] = where
+            out.append(_resolve(config, pkg, doc, app_name, app, tname, tspec, where))
+    return out
+
+
+def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str, app: dict[str, Any],
+             tname: str, tspec: dict[str, Any], where: tuple[str | int, ...]) -> Target:
+    root = config.root
+    pkg_dir = root / pkg
+
+    def pick(key: str, default: Any = None) -> tuple[Any, tuple[str | int, ...]]:
+        if key in tspec:
+            return tspec[key], where + (key,)
+        if key in app:
+            return app[key], ("apps", app_name, key)
+        return default, where
+
+    def merged(key: str, base: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        d = dict(base)
+        d.update(string_pairs(app.get(key)))
+        d.update(string_pairs(tspec.get(key)))
+        return tuple(sorted(d.items()))
+
+    # Files: paths are relative to the package directory and must stay inside the workspace.
+    ctx_text, ctx_path = pick("context", ".")
+    context = _inside(root, pkg_dir / ctx_text, doc, ctx_path, "context")
+    df_text, df_path = pick("dockerfile", "Dockerfile")
+    dockerfile = _inside(root, pkg_dir / df_text, doc, df_path, "dockerfile")
+
+    image, _ = pick("image")
+    if image is None:
+        base_image = app.get("image", app_name)
+        image = base_image if tname == app_name else f"{base_image}-{tname}"
+
+    deps: dict[str, Label] = {}
+    dep_locations: dict[str, object] = {}
+    for src in (app.get("deps") or {}, tspec.get("deps") or {}):
+        for arg, text in src.items():
+            path = (where + ("deps", arg)) if src is tspec.get("deps") else ("apps", app_name, "deps", arg)
+            try:
+                deps[arg] = Label.parse(text, current_package=pkg)
+                dep_locations[arg] = doc.location(path)
+            except LabelError as exc:
+                raise doc.error(str(exc), path, "write //package:target or :target (same package)") from None
+
+    cache, cache_path = pick("cache", config.defaults.cache)
+    policies = [p.name for p in config.cache_policies]
+    if cache is not None and cache not in policies:
+        raise doc.error(f"unknown cache policy {cache!r}", cache_path, unknown_hint(cache, policies, "cache_policies"))
+
+    regs = registry_names(tspec) or registry_names(app) or config.defaults.registries
+    known_regs = [r.name for r in config.registries]
+    for name in regs:
+        if name not in known_regs:
+            _, rpath = pick("registries" if ("registries" in tspec or "registries" in app) else "registry")
+            raise doc.error(f"unknown registry {name!r}", rpath, unknown_hint(name, known_regs, "registries"))
+
+    secrets_raw, _ = pick("secrets", [])
+    secrets = tuple(Secret(id=s["id"], src=s.get("src"), env=s.get("env")) for s in secrets_raw)
+    ids = [s.id for s in secrets]
+    for s in secrets:
+        if ids.count(s.id) > 1:
+            raise doc.error(f"secret id {s.id!r} is declared twice", pick("secrets")[1])
+    build_args = merged("build_args", config.defaults.build_args)
+    clash = sorted(set(dict(build_args)) & set(deps) | set(dict(build_args)) & set(ids))
+    if clash:
+        raise doc.error(f"{clash[0]!r} is both a build arg and a dependency or secret", where,
+                        "a deps entry and a secret each provide their own value; remove the build arg")
+    stage, _ = pick("stage", tname if app.get("targets") else None)
+    return Target(
+        label=Label(pkg, tname),
+        app=app_name,
+        spec_file=doc.display,
+        location=doc.location(where),
+        dockerfile=dockerfile,
+        context=context,
+        stage=stage,
+        image=image,
+        build_args=build_args,
+        deps=tuple(sorted(deps.items())),
+        cache=cache,
+        tags=tuple(pick("tags", config.defaults.tags)[0]),
+        push=bool(pick("push", config.defaults.push)[0]),
+        registries=tuple(regs),
+        platforms=tuple(pick("platforms", config.defaults.platforms)[0]),
+        secrets=secrets,
+        labels=merged("labels", config.defaults.labels),
+        dep_locations=tuple(sorted(dep_locations.items())),  # type: ignore[arg-type]
+    )
+
+
+def _inside(root: Path, path: Path, doc: YamlDocument, key_path: tuple[str | int, ...], what: str) -> Path:
+    resolved = Path(os.path.normpath(path))
+    try:
+        resolved.relative_to(root)
+    except ValueError:
+        raise doc.error(f"{what} {resolved} is outside the workspace {root}", key_path,
+                        f"a {what} must be the package directory or inside the workspace") from None
+    return resolved
+
+
+def load(workspace_dir: Path | None, cwd: Path) -> tuple[Workspace, str]:
+    """The workspace (from ``workspace_dir`` or found above ``cwd``) and cwd's package path in it."""
+    from imgbuild.spec.workspace import find_root
+
+    root = (workspace_dir.resolve() if workspace_dir else find_root(cwd))
+    if not (root / WORKSPACE_FILE).is_file():
+        raise ImgbuildError(f"{root} is not a workspace: it has no {WORKSPACE_FILE}")
+    ws = load_workspace(root)
+    try:
+        rel = cwd.resolve().relative_to(root).as_posix()
+        current = "" if rel == "." else rel
+    except ValueError:
+        current = ""
+    return ws, current

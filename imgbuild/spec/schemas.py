@@ -1,0 +1,136 @@
+"""The JSON Schemas in ``specs/`` are the one source of truth: the loader validates against them.
+
+Schema errors are turned into :class:`SpecError` values that name the file, line, column and key
+path, with "did you mean" suggestions for misspelt keys and values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from imgbuild.errors import SpecError
+from imgbuild.yamlsource import YamlDocument
+
+SCHEMA_FILES = {
+    "workspace": "workspace.schema.json",
+    "build": "build.schema.json",
+    "report": "report.schema.json",
+}
+_BASE_URI = "https://imgbuild.dev/specs/"
+
+
+def schema_dir() -> Path:
+    """Where the schemas are: inside the installed wheel, or ``specs/`` of a source checkout."""
+    packaged = Path(str(resources.files("imgbuild"))) / "_specs"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "specs"
+
+
+@functools.cache
+def load_schema(kind: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((schema_dir() / SCHEMA_FILES[kind]).read_text(encoding="utf-8"))
+    return data
+
+
+@functools.cache
+def _validator(kind: str) -> Any:
+    # Imported here: jsonschema is the slowest import we have and only loading specs needs it.
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
+    registry: Registry[Any] = Registry().with_resources(
+        (_BASE_URI + name, Resource.from_contents(load_schema(k)))
+        for k, name in SCHEMA_FILES.items()
+        if (schema_dir() / name).exists()
+    )
+    return Draft202012Validator(load_schema(kind), registry=registry)
+
+
+def validate(doc: YamlDocument, kind: str) -> list[SpecError]:
+    """All schema problems of ``doc``, most specific first, each located in the file."""
+    errors = sorted(_validator(kind).iter_errors(doc.data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
+    out: list[SpecError] = []
+    for err in errors:
+        out.extend(_to_spec_errors(doc, err))
+    # Sort by position in the file so the report reads top to bottom.
+    out.sort(key=lambda e: (e.location.line if e.location else 0, e.location.col if e.location else 0))
+    return out
+
+
+def _describe(value: Any) -> str:
+    kind = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "empty (null)"}.get(type(value), type(value).__name__)
+    if isinstance(value, (dict, list)) or value is None:
+        return kind
+    text = repr(value)
+    return f"{kind} {text if len(text) < 40 else text[:37] + '...'}"
+
+
+_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "true or false", "null": "empty"}
+
+
+def _to_spec_errors(doc: YamlDocument, err: Any) -> list[SpecError]:
+    path: tuple[str | int, ...] = tuple(err.absolute_path)
+    v = err.validator
+    if v == "additionalProperties" and isinstance(err.instance, dict):
+        known = sorted(err.schema.get("properties", {}))
+        extra = [k for k in err.instance if k not in err.schema.get("properties", {})]
+        out = []
+        for key in extra:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else (
+                f"allowed keys here: {', '.join(known)}" if known else None)
+            out.append(doc.error(f"unknown key {key!r}", path + (key,), hint))
+        return out
+    if v == "type":
+        want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
+        words = " or ".join(_TYPE_WORDS.get(w, w) for w in want if w != "null")
+        return [doc.error(f"expected {words}, got {_describe(err.instance)}", path)]
+    if v in ("enum", "const"):
+        allowed = err.validator_value if v == "enum" else [err.validator_value]
+        close = difflib.get_close_matches(str(err.instance), [str(a) for a in allowed], n=1)
+        hint = f"did you mean {close[0]!r}?" if close else None
+        return [doc.error(f"{_describe(err.instance)} is not allowed here; use one of: "
+                          f"{', '.join(repr(a) for a in allowed)}", path, hint)]
+    if v == "required":
+        missing = [k for k in err.validator_value if isinstance(err.instance, dict) and k not in err.instance]
+        return [doc.error(f"missing required key {', '.join(repr(m) for m in missing)}", path,
+                          _REQUIRED_HINTS.get(missing[0]) if missing else None)]
+    if v == "not" and isinstance(err.instance, str):
+        return [doc.error(f"{err.instance!r} is reserved (it is a pattern word) and cannot be a target name", path,
+                          "pick another name")]
+    if v == "oneOf" and isinstance(err.instance, dict) and "id" in err.instance:
+        return [doc.error("a secret needs exactly one of 'src' (a file) or 'env' (an environment variable)", path)]
+    if v == "pattern":
+        what = "key" if _is_property_name(err) else "value"
+        return [doc.error(f"{what} {err.instance!r} has an invalid format (must match {err.validator_value})", path,
+                          _PATTERN_HINTS.get(str(path[-1]) if path else "", None))]
+    if v == "uniqueItems":
+        return [doc.error("the list has duplicate entries", path)]
+    if v == "minLength":
+        return [doc.error("must not be empty", path)]
+    return [doc.error(err.message, path)]
+
+
+def _is_property_name(err: Any) -> bool:
+    return any(part == "propertyNames" for part in err.schema_path)
+
+
+_REQUIRED_HINTS = {
+    "version": "add `version: 1` at the top of imgbuild.yaml",
+    "apps": "a BUILD.yaml declares `apps:`, a map of app name -> settings",
+    "bucket": "an s3 backend needs `bucket: NAME`",
+    "ref": "a registry cache needs `ref: REGISTRY/REPOSITORY`",
+    "url": "a registry needs `url: HOST[:PORT][/PATH]`",
+    "backend": "name the backend, e.g. `backend: local`",
+}
+_PATTERN_HINTS = {
+    "image": "image names are lowercase letters, digits and . _ - separators, with / between path parts",
+}

@@ -1,0 +1,139 @@
+"""Find the workspace (``imgbuild.yaml``) and load its configuration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imgbuild.errors import Location, SpecError, SpecErrors
+from imgbuild.model import CachePolicy, Defaults, HistoryConfig, Registry, WorkspaceConfig
+from imgbuild.spec.schemas import validate
+from imgbuild.yamlsource import YamlDocument, load_yaml
+
+WORKSPACE_FILE = "imgbuild.yaml"
+BUILD_FILE = "BUILD.yaml"
+
+
+def find_root(start: Path) -> Path:
+    """The nearest directory at or above ``start`` holding imgbuild.yaml."""
+    here = start.resolve()
+    for d in (here, *here.parents):
+        if (d / WORKSPACE_FILE).is_file():
+            return d
+    raise SpecError(
+        f"no {WORKSPACE_FILE} found in {here} or any parent directory",
+        hint=f"run imgbuild inside a workspace, pass --workspace DIR, or create {WORKSPACE_FILE} with `version: 1`",
+    )
+
+
+def string_pairs(value: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """A YAML map of scalars as sorted (key, string) pairs; booleans as true/false like YAML wrote them."""
+    if not value:
+        return ()
+    return tuple(sorted((str(k), _scalar(v)) for k, v in value.items()))
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def registry_names(section: dict[str, Any]) -> tuple[str, ...] | None:
+    """``registry: x`` or ``registries: [x, y]`` as a tuple, None when neither is set."""
+    if "registries" in section:
+        return tuple(section["registries"])
+    if "registry" in section:
+        return (section["registry"],)
+    return None
+
+
+def load_config(root: Path) -> tuple[WorkspaceConfig, YamlDocument]:
+    doc = load_yaml(root / WORKSPACE_FILE, WORKSPACE_FILE)
+    if doc.data is None:
+        raise SpecError("the file is empty", location=Location(file=WORKSPACE_FILE), hint="start it with `version: 1`")
+    errors = validate(doc, "workspace")
+    if errors:
+        raise SpecErrors(errors)
+    data: dict[str, Any] = doc.data
+    d = data.get("defaults") or {}
+    registries = tuple(
+        Registry(name=name, url=r["url"].rstrip("/"), insecure=r.get("insecure", False),
+                 immutable_tags=r.get("immutable_tags", False))
+        for name, r in sorted((data.get("registries") or {}).items())
+    )
+    policies = tuple(
+        CachePolicy(
+            name=name,
+            backend=p["backend"],
+            path=p.get("path"),
+            bucket=p.get("bucket"),
+            region=p.get("region"),
+            prefix=p.get("prefix", ""),
+            endpoint_url=p.get("endpoint_url"),
+            use_path_style=p.get("use_path_style", False),
+            ref=p.get("ref"),
+            scope=p.get("scope"),
+            fallback_scopes=tuple(p.get("fallback_scopes", ())),
+            mode=p.get("mode", "min"),
+            write=p.get("write", True),
+            invalidate_every=p.get("invalidate_every"),
+        )
+        for name, p in sorted((data.get("cache_policies") or {}).items())
+    )
+    h = data.get("history") or {}
+    history = HistoryConfig(
+        backend=h.get("backend", "sqlite"),
+        path=h.get("path", ".imgbuild/history.sqlite"),
+        bucket=h.get("bucket"),
+        prefix=h.get("prefix", ""),
+        region=h.get("region"),
+        endpoint_url=h.get("endpoint_url"),
+    )
+    defaults = Defaults(
+        registries=registry_names(d) or (),
+        cache=d.get("cache"),
+        tags=tuple(d.get("tags", ("latest",))),
+        platforms=tuple(d.get("platforms", ())),
+        build_args=string_pairs(d.get("build_args")),
+        labels=string_pairs(d.get("labels")),
+        push=d.get("push", False),
+    )
+    config = WorkspaceConfig(
+        root=root,
+        file=root / WORKSPACE_FILE,
+        defaults=defaults,
+        registries=registries,
+        cache_policies=policies,
+        history=history,
+        concurrency=data.get("concurrency", 4),
+    )
+    _check_references(config, doc, d)
+    return config, doc
+
+
+def _check_references(config: WorkspaceConfig, doc: YamlDocument, defaults: dict[str, Any]) -> None:
+    errors: list[SpecError] = []
+    known_regs = [r.name for r in config.registries]
+    key = "registries" if "registries" in defaults else "registry"
+    for i, name in enumerate(config.defaults.registries):
+        if name not in known_regs:
+            path: tuple[str | int, ...] = ("defaults", key, i) if key == "registries" else ("defaults", key)
+            errors.append(doc.error(f"unknown registry {name!r}", path, unknown_hint(name, known_regs, "registries")))
+    policies = [p.name for p in config.cache_policies]
+    if config.defaults.cache and config.defaults.cache not in policies:
+        errors.append(doc.error(f"unknown cache policy {config.defaults.cache!r}", ("defaults", "cache"),
+                                unknown_hint(config.defaults.cache, policies, "cache_policies")))
+    if errors:
+        raise SpecErrors(errors)
+
+
+def unknown_hint(name: str, known: list[str], section: str) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    if known:
+        return f"declared under {section}: in imgbuild.yaml: {', '.join(known)}"
+    return f"declare it under {section}: in imgbuild.yaml"
