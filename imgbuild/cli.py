@@ -56,8 +56,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _protect_exclusions(argv: Sequence[str]) -> list[str]:
+    """Keep ``-//apps/legacy/...`` a pattern: argparse would take it for an option.
+
+    A leading space makes argparse see a positional; :func:`Pattern.parse` strips it again.
+    """
+    return [f" {a}" if a.startswith(("-//", "-:", "-...")) else a for a in argv]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parser().parse_args(_protect_exclusions(sys.argv[1:] if argv is None else argv))
     from imgbuild import commands
 
     try:

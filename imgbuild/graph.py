@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import networkx as nx
 
@@ -42,10 +42,9 @@ class TargetGraph:
                     g.add_edge(dep, t.label)
         if errors:
             raise SpecErrors(errors)
-        try:
-            cycle = nx.find_cycle(g)
-        except nx.NetworkXNoCycle:
+        if nx.is_directed_acyclic_graph(g):  # much cheaper than find_cycle on the common, acyclic path
             return cls(ws, g)
+        cycle = nx.find_cycle(g)
         # Edges run dependency -> dependant; show the cycle as "depends on" arrows, as users write deps.
         path = [v for _, v in reversed(cycle)] + [cycle[-1][1]]
         first = ws.targets[cycle[0][1]]
@@ -83,18 +82,24 @@ class TargetGraph:
         return f"pattern {shown} matches no target (run `imgbuild query deps //...` to list them)"
 
     def with_deps(self, labels: Iterable[Label]) -> set[Label]:
-        out = set()
-        for lb in labels:
-            out.add(lb)
-            out |= nx.ancestors(self.graph, lb)
-        return out
+        """The labels and everything they depend on, transitively."""
+        return self._closure(labels, self.graph.pred)
 
     def with_rdeps(self, labels: Iterable[Label]) -> set[Label]:
-        out = set()
-        for lb in labels:
-            out.add(lb)
-            out |= nx.descendants(self.graph, lb)
-        return out
+        """The labels and everything that depends on them, transitively."""
+        return self._closure(labels, self.graph.succ)
+
+    @staticmethod
+    def _closure(start: Iterable[Label], adjacency: Any) -> set[Label]:
+        # One traversal from all start nodes: visiting each node once keeps `//...` linear.
+        seen = set(start)
+        stack = list(seen)
+        while stack:
+            for nxt in adjacency[stack.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
 
     def order(self, labels: Iterable[Label]) -> list[Label]:
         """A deterministic build order (dependencies first) of the given labels."""

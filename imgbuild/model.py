@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +129,10 @@ class Workspace:
         return self.config.root
 
     def relpath(self, path: Path) -> str:
-        try:
-            return path.relative_to(self.root).as_posix() or "."
-        except ValueError:
-            return str(path)
+        """``path`` relative to the workspace root, as shown to users ("." for the root itself)."""
+        text, root = str(path), str(self.root)
+        if text == root:
+            return "."
+        if text.startswith(root + os.sep):
+            return text[len(root) + 1 :].replace(os.sep, "/")
+        return text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Iterator
@@ -167,13 +168,20 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
 
 
 def _inside(root: Path, path: Path, doc: YamlDocument, key_path: tuple[str | int, ...], what: str) -> Path:
-    resolved = Path(os.path.normpath(path))
-    try:
-        resolved.relative_to(root)
-    except ValueError:
-        raise doc.error(f"{what} {resolved} is outside the workspace {root}", key_path,
-                        f"a {what} must be the package directory or inside the workspace") from None
+    resolved = _normalized(str(root), str(path))
+    if resolved is None:
+        raise doc.error(f"{what} {os.path.normpath(path)} is outside the workspace {root}", key_path,
+                        f"a {what} must be the package directory or inside the workspace")
     return resolved
+
+
+@functools.lru_cache(maxsize=None)
+def _normalized(root: str, path: str) -> Path | None:
+    # Cached and string-based: every app of a package shares these paths, and pathlib is slow.
+    norm = os.path.normpath(path)
+    if norm == root or norm.startswith(root.rstrip(os.sep) + os.sep):
+        return Path(norm)
+    return None
 
 
 def load(workspace_dir: Path | None, cwd: Path) -> tuple[Workspace, str]:
