@@ -31,30 +31,35 @@ class YamlDocument:
     data: Any
     text: str = field(repr=False)
     positions: dict[KeyPath, tuple[int, int]] = field(repr=False, compare=False)
+    value_positions: dict[KeyPath, tuple[int, int]] = field(repr=False, compare=False, default_factory=dict)
 
-    def location(self, key_path: KeyPath) -> Location:
-        """Where ``key_path`` was written; the closest enclosing key if it was not."""
+    def location(self, key_path: KeyPath, *, value: bool = False) -> Location:
+        """Where ``key_path``'s key (or, with ``value``, its value) was written; else the closest enclosing key."""
+        if value and tuple(key_path) in self.value_positions:
+            line, col = self.value_positions[tuple(key_path)]
+            return Location(file=self.display, line=line, col=col)
         for n in range(len(key_path), -1, -1):
             pos = self.positions.get(tuple(key_path[:n]))
             if pos is not None:
                 return Location(file=self.display, line=pos[0], col=pos[1])
         return Location(file=self.display)
 
-    def snippet(self, key_path: KeyPath) -> str:
-        loc = self.location(key_path)
+    def snippet(self, key_path: KeyPath, *, value: bool = False) -> str:
+        loc = self.location(key_path, value=value)
         lines = self.text.splitlines()
         if not loc.line or loc.line > len(lines):
             return ""
         src = lines[loc.line - 1]
         return f"  {loc.line:>4} | {src}\n       | {' ' * (loc.col - 1)}^"
 
-    def error(self, message: str, key_path: KeyPath, hint: str | None = None) -> SpecError:
+    def error(self, message: str, key_path: KeyPath, hint: str | None = None, *, value: bool = False) -> SpecError:
+        """A :class:`SpecError` at ``key_path``: its key, or its value when the value is what is wrong."""
         return SpecError(
             message,
-            location=self.location(key_path),
+            location=self.location(key_path, value=value),
             key_path=key_path,
             hint=hint,
-            snippet=self.snippet(key_path) or None,
+            snippet=self.snippet(key_path, value=value) or None,
         )
 
 
@@ -93,14 +98,17 @@ def parse_yaml(text: str, *, path: Path, display: str) -> YamlDocument:
     finally:
         loader.dispose()
     positions: dict[KeyPath, tuple[int, int]] = {}
+    values: dict[KeyPath, tuple[int, int]] = {}
     if node is not None:
-        _index(node, (), positions, display)
-    return YamlDocument(path=path, display=display, data=data, text=text, positions=positions)
+        _index(node, (), positions, values, display)
+    return YamlDocument(path=path, display=display, data=data, text=text, positions=positions, value_positions=values)
 
 
-def _index(node: yaml.Node, path: KeyPath, out: dict[KeyPath, tuple[int, int]], display: str) -> None:
+def _index(node: yaml.Node, path: KeyPath, out: dict[KeyPath, tuple[int, int]],
+           values: dict[KeyPath, tuple[int, int]], display: str) -> None:
     """Record positions of every key path; reject duplicate keys, which YAML loaders silently drop."""
-    out.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+    values[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+    out.setdefault(path, values[path])
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
@@ -126,7 +134,7 @@ def _index(node: yaml.Node, path: KeyPath, out: dict[KeyPath, tuple[int, int]], 
             seen.add(key)
             child = path + (key,)
             out[child] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            _index(value_node, child, out, display)
+            _index(value_node, child, out, values, display)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _index(item, path + (i,), out, display)
+            _index(item, path + (i,), out, values, display)

@@ -117,21 +117,26 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
             path = (where + ("deps", arg)) if src is tspec.get("deps") else ("apps", app_name, "deps", arg)
             try:
                 deps[arg] = Label.parse(text, current_package=pkg)
-                dep_locations[arg] = doc.location(path)
+                dep_locations[arg] = doc.location(path, value=True)
             except LabelError as exc:
-                raise doc.error(str(exc), path, "write //package:target or :target (same package)") from None
+                raise doc.error(str(exc), path, "write //package:target or :target (same package)",
+                                value=True) from None
 
     cache, cache_path = pick("cache", config.defaults.cache)
     policies = [p.name for p in config.cache_policies]
     if cache is not None and cache not in policies:
-        raise doc.error(f"unknown cache policy {cache!r}", cache_path, unknown_hint(cache, policies, "cache_policies"))
+        raise doc.error(f"unknown cache policy {cache!r}", cache_path, unknown_hint(cache, policies, "cache_policies"),
+                        value=True)
 
     regs = registry_names(tspec) or registry_names(app) or config.defaults.registries
     known_regs = [r.name for r in config.registries]
     for name in regs:
         if name not in known_regs:
             _, rpath = pick("registries" if ("registries" in tspec or "registries" in app) else "registry")
-            raise doc.error(f"unknown registry {name!r}", rpath, unknown_hint(name, known_regs, "registries"))
+            if rpath[-1] == "registries":
+                rpath = rpath + (regs.index(name),)
+            raise doc.error(f"unknown registry {name!r}", rpath, unknown_hint(name, known_regs, "registries"),
+                            value=True)
 
     secrets_raw, _ = pick("secrets", [])
     secrets = tuple(Secret(id=s["id"], src=s.get("src"), env=s.get("env")) for s in secrets_raw)
@@ -171,7 +176,7 @@ def _inside(root: Path, path: Path, doc: YamlDocument, key_path: tuple[str | int
     resolved = _normalized(str(root), str(path))
     if resolved is None:
         raise doc.error(f"{what} {os.path.normpath(path)} is outside the workspace {root}", key_path,
-                        f"a {what} must be the package directory or inside the workspace")
+                        f"a {what} must be the package directory or inside the workspace", value=True)
     return resolved
 
 

@@ -110,30 +110,32 @@ def _to_spec_errors(doc: YamlDocument, err: Any) -> list[SpecError]:
     if v == "type":
         want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
         words = " or ".join(_TYPE_WORDS.get(w, w) for w in want if w != "null")
-        return [doc.error(f"expected {words}, got {_describe(err.instance)}", path)]
+        return [doc.error(f"expected {words}, got {_describe(err.instance)}", path, value=True)]
     if v in ("enum", "const"):
         allowed = err.validator_value if v == "enum" else [err.validator_value]
-        close = difflib.get_close_matches(str(err.instance), [str(a) for a in allowed], n=1)
+        close = difflib.get_close_matches(str(err.instance), [str(a) for a in allowed], n=1, cutoff=0.5)
         hint = f"did you mean {close[0]!r}?" if close else None
         return [doc.error(f"{_describe(err.instance)} is not allowed here; use one of: "
-                          f"{', '.join(repr(a) for a in allowed)}", path, hint)]
+                          f"{', '.join(repr(a) for a in allowed)}", path, hint, value=True)]
     if v == "required":
         missing = [k for k in err.validator_value if isinstance(err.instance, dict) and k not in err.instance]
         return [doc.error(f"missing required key {', '.join(repr(m) for m in missing)}", path,
                           _REQUIRED_HINTS.get(missing[0]) if missing else None)]
     if v == "not" and isinstance(err.instance, str):
-        return [doc.error(f"{err.instance!r} is reserved (it is a pattern word) and cannot be a target name", path,
-                          "pick another name")]
+        return [doc.error(f"{err.instance!r} is reserved (it is a pattern word) and cannot be a target name",
+                          path + (err.instance,), "pick another name")]
     if v == "oneOf" and isinstance(err.instance, dict) and "id" in err.instance:
         return [doc.error("a secret needs exactly one of 'src' (a file) or 'env' (an environment variable)", path)]
     if v == "pattern":
-        what = "key" if _is_property_name(err) else "value"
-        return [doc.error(f"{what} {err.instance!r} has an invalid format (must match {err.validator_value})", path,
-                          _PATTERN_HINTS.get(str(path[-1]) if path else "", None))]
+        if _is_property_name(err):
+            return [doc.error(f"key {err.instance!r} has an invalid format (must match {err.validator_value})",
+                              path + (err.instance,))]
+        return [doc.error(f"value {err.instance!r} has an invalid format (must match {err.validator_value})", path,
+                          _PATTERN_HINTS.get(str(path[-1]) if path else "", None), value=True)]
     if v == "uniqueItems":
         return [doc.error("the list has duplicate entries", path)]
     if v == "minLength":
-        return [doc.error("must not be empty", path)]
+        return [doc.error("must not be empty", path, value=True)]
     return [doc.error(err.message, path)]
 
 

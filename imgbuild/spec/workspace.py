@@ -119,11 +119,12 @@ def _check_references(config: WorkspaceConfig, doc: YamlDocument, defaults: dict
     for i, name in enumerate(config.defaults.registries):
         if name not in known_regs:
             path: tuple[str | int, ...] = ("defaults", key, i) if key == "registries" else ("defaults", key)
-            errors.append(doc.error(f"unknown registry {name!r}", path, unknown_hint(name, known_regs, "registries")))
+            errors.append(doc.error(f"unknown registry {name!r}", path, unknown_hint(name, known_regs, "registries"),
+                                    value=True))
     policies = [p.name for p in config.cache_policies]
     if config.defaults.cache and config.defaults.cache not in policies:
         errors.append(doc.error(f"unknown cache policy {config.defaults.cache!r}", ("defaults", "cache"),
-                                unknown_hint(config.defaults.cache, policies, "cache_policies")))
+                                unknown_hint(config.defaults.cache, policies, "cache_policies"), value=True))
     if errors:
         raise SpecErrors(errors)
 
