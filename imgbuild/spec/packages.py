@@ -11,6 +11,8 @@ from imgbuild.errors import ImgbuildError, LabelError, SpecError, SpecErrors
 from imgbuild.labels import Label
 from imgbuild.model import Secret, Target, Workspace, WorkspaceConfig
 from imgbuild.spec.schemas import validate
+from imgbuild.tags import TemplateError
+from imgbuild.tags import check as check_template
 from imgbuild.spec.workspace import BUILD_FILE, WORKSPACE_FILE, load_config, registry_names, string_pairs, unknown_hint
 from imgbuild.yamlsource import YamlDocument, load_yaml
 
@@ -149,6 +151,13 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
     if clash:
         raise doc.error(f"{clash[0]!r} is both a build arg and a dependency or secret", where,
                         "a deps entry and a secret each provide their own value; remove the build arg")
+    tags, tags_path = pick("tags", config.defaults.tags)
+    for i, template in enumerate(tags if tags_path != where else ()):  # defaults: checked with imgbuild.yaml
+        try:
+            check_template(template)
+        except TemplateError as exc:
+            raise doc.error(str(exc).split(" (known")[0], tags_path + (i,), "see specs/README.md#tags",
+                            value=True) from None
     stage, _ = pick("stage", tname if app.get("targets") else None)
     return Target(
         label=Label(pkg, tname),
@@ -162,7 +171,7 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
         build_args=build_args,
         deps=tuple(sorted(deps.items())),
         cache=cache,
-        tags=tuple(pick("tags", config.defaults.tags)[0]),
+        tags=tuple(tags),
         push=bool(pick("push", config.defaults.push)[0]),
         registries=tuple(regs),
         platforms=tuple(pick("platforms", config.defaults.platforms)[0]),

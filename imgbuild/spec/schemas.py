@@ -109,7 +109,7 @@ def _to_spec_errors(doc: YamlDocument, err: Any) -> list[SpecError]:
         return out
     if v == "type":
         want = err.validator_value if isinstance(err.validator_value, list) else [err.validator_value]
-        words = " or ".join(_TYPE_WORDS.get(w, w) for w in want if w != "null")
+        words = " or ".join(_TYPE_WORDS.get(str(w), str(w)) for w in want if w != "null")
         return [doc.error(f"expected {words}, got {_describe(err.instance)}", path, value=True)]
     if v in ("enum", "const"):
         allowed = err.validator_value if v == "enum" else [err.validator_value]

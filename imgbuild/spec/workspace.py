@@ -125,6 +125,13 @@ def _check_references(config: WorkspaceConfig, doc: YamlDocument, defaults: dict
     if config.defaults.cache and config.defaults.cache not in policies:
         errors.append(doc.error(f"unknown cache policy {config.defaults.cache!r}", ("defaults", "cache"),
                                 unknown_hint(config.defaults.cache, policies, "cache_policies"), value=True))
+    from imgbuild.tags import TemplateError, check
+
+    for i, template in enumerate(config.defaults.tags):
+        try:
+            check(template)
+        except TemplateError as exc:
+            errors.append(doc.error(str(exc).split(" (known")[0], ("defaults", "tags", i), value=True))
     if errors:
         raise SpecErrors(errors)
 

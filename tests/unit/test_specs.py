@@ -136,14 +136,14 @@ def test_unknown_backend_suggests(make_ws: WorkspaceFactory) -> None:
     ("files", "message", "where"),
     [
         ({"p/BUILD.yaml": "apps:\n  a:\n    cache: shraed\n"}, "unknown cache policy 'shraed'", "p/BUILD.yaml:3:12"),
-        ({"p/BUILD.yaml": "apps:\n  a:\n    registry: nope\n"}, "unknown registry 'nope'", "p/BUILD.yaml:3:15"),
+        ({"p/BUILD.yaml": "apps:\n  a:\n    registry: nope\n"}, "unknown registry 'nope'", "p/BUILD.yaml:3:16"),
         ({"p/BUILD.yaml": "apps:\n  a:\n    context: ../..\n"}, "outside the workspace", "p/BUILD.yaml:3:14"),
         ({"p/BUILD.yaml": "apps:\n  a:\n  a:\n"}, "duplicate key 'a'", "p/BUILD.yaml:3:3"),
         ({"p/BUILD.yaml": "apps:\n  a: {}\n  b:\n    targets:\n      a: {}\n"}, "already used", "p/BUILD.yaml:5:7"),
         ({"p/BUILD.yaml": ""}, "empty", "p/BUILD.yaml"),
         ({"p/BUILD.yaml": "apps:\n  a:\n    deps: {BASE: 'apps/x'}\n"}, "invalid format", "p/BUILD.yaml:3:18"),
         ({"p/BUILD.yaml": "apps:\n  all: {}\n"}, "reserved", "p/BUILD.yaml:2:3"),
-        ({"p/BUILD.yaml": "apps:\n  a:\n    secrets: [{id: s}]\n"}, "exactly one of 'src'", "p/BUILD.yaml:3:15"),
+        ({"p/BUILD.yaml": "apps:\n  a:\n    secrets: [{id: s}]\n"}, "exactly one of 'src'", "p/BUILD.yaml:3:16"),
         ({"p/BUILD.yaml": "apps:\n  a: [\n"}, "invalid YAML", "p/BUILD.yaml:3:1"),
         ({"p/BUILD.yaml": "apps:\n  1: {}\n"}, "not a string", "p/BUILD.yaml:2:3"),
         ({"p/BUILD.yaml": "apps:\n  a:\n    build_args: {X: 1}\n    deps: {X: '//p:b'}\n  b: {}\n"},
@@ -179,3 +179,19 @@ def test_nested_workspace_and_hidden_dirs_are_not_packages(make_ws: WorkspaceFac
         "vendor/other/p/BUILD.yaml": "apps: {v: {}}\n",
     })
     assert list(load_workspace(root).targets) == [Label("a", "x")]
+
+
+@pytest.mark.parametrize(
+    ("files", "where"),
+    [
+        ({"p/BUILD.yaml": "apps:\n  a:\n    tags: [ok, '{git.shrot_sha}']\n"}, "p/BUILD.yaml:3:16"),
+        ({"imgbuild.yaml": "version: 1\ndefaults:\n  tags: ['{gti.sha}']\n", "p/BUILD.yaml": "apps: {a: {}}\n"},
+         "imgbuild.yaml:3:10"),
+    ],
+)
+def test_unknown_tag_placeholder(make_ws: WorkspaceFactory, files: dict[str, str], where: str) -> None:
+    with pytest.raises(ImgbuildError) as exc:
+        load_workspace(make_ws(files))
+    (err,) = errors_of(exc)
+    assert "unknown placeholder" in err.message and str(err.location) == where
+    assert "did you mean {git." in err.message

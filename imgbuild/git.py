@@ -1,0 +1,50 @@
+"""What git says about the workspace: commit, branch, dirty flag, remote. Read once per command."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgbuild import proc
+
+
+@dataclass(frozen=True, kw_only=True)
+class GitInfo:
+    sha: str = ""
+    branch: str = ""
+    tag: str = ""
+    dirty: bool = False
+    remote_url: str = ""
+
+    @property
+    def short_sha(self) -> str:
+        return self.sha[:12]
+
+
+def read(root: Path) -> GitInfo:
+    """Git facts for ``root``; outside a repository (or without git) everything is empty."""
+    try:
+        top = proc.run(["git", "rev-parse", "--show-toplevel"], cwd=root).strip()
+    except proc.ProcessError:
+        return GitInfo()
+
+    def q(*args: str) -> str:
+        try:
+            return proc.run(["git", *args], cwd=root).strip()
+        except proc.ProcessError:
+            return ""
+
+    sha = q("rev-parse", "--verify", "-q", "HEAD")
+    branch = q("symbolic-ref", "-q", "--short", "HEAD")
+    tag = q("describe", "--tags", "--exact-match") if sha else ""
+    dirty = bool(q("status", "--porcelain", "--untracked-files=normal", "--", str(root))) if top else False
+    remote = q("config", "--get", "remote.origin.url")
+    return GitInfo(sha=sha, branch=branch, tag=tag, dirty=dirty, remote_url=_public_url(remote))
+
+
+def _public_url(url: str) -> str:
+    """A remote URL without credentials (``https://user:token@host/...``): secrets never reach labels."""
+    if "://" in url and "@" in url.split("://", 1)[1].split("/", 1)[0]:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://{rest.split('@', 1)[1]}"
+    return url
