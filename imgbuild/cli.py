@@ -35,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    sb = sub.add_parser("build", parents=[common], help="build targets and their dependencies (docker buildx)")
+    from imgbuild.commands.build import add_arguments
+
+    add_arguments(sb)
+
     sp = sub.add_parser("plan", parents=[common], help="show the targets a build would run, in order, fully resolved")
     sp.add_argument("patterns", nargs="+", metavar="PATTERN")
     sp.add_argument("--json", action="store_true", help="print the plan as JSON")

@@ -1,0 +1,106 @@
+"""``imgbuild build PATTERN...``: build the selected targets and their dependencies on BuildKit."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from imgbuild import git as gitinfo
+from imgbuild.build.executor import BuildxExecutor
+from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
+from imgbuild.build.request import plan_request
+from imgbuild.build.results import write_report
+from imgbuild.build.run import BuildOptions, execute, local_tags
+from imgbuild.commands import load_graph, patterns
+from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED
+from imgbuild.model import Workspace
+from imgbuild.plan import Plan, make_plan
+from imgbuild.tags import TagContext
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("patterns", nargs="+", metavar="PATTERN")
+    p.add_argument("-j", "--jobs", type=int, metavar="N", help="targets built at once (default: workspace concurrency)")
+    p.add_argument("-k", "--keep-going", action="store_true", help="after a failure, finish independent targets")
+    p.add_argument("--builder", metavar="NAME", help="the buildx builder to use")
+    p.add_argument("--progress", choices=("auto", "tty", "plain"), default="auto",
+                   help="live view on a terminal (auto), or one line per event (plain)")
+    p.add_argument("--json", type=Path, metavar="FILE", help="write the build report (specs/report.schema.json)")
+    p.add_argument("--dry-run", action="store_true", help="print the engine commands without running them")
+
+
+def main(args: argparse.Namespace) -> int:
+    graph, current = load_graph(args.workspace)
+    ws = graph.workspace
+    plan = make_plan(graph, patterns(args.patterns, current))
+    git = gitinfo.read(ws.root)
+    environ = dict(os.environ)
+    parallelism = args.jobs or ws.config.concurrency
+    if parallelism < 1:
+        raise SystemExit("imgbuild: error: -j must be at least 1")
+    if args.dry_run:
+        _dry_run(plan, ws, git=git, environ=environ, builder=args.builder)
+        return 0
+    executor = BuildxExecutor()
+    executor.check()
+    stop = threading.Event()
+    progress = _progress(args.progress, len(plan.steps))
+    options = BuildOptions(parallelism=parallelism, logs_dir=ws.root / ".imgbuild" / "logs",
+                           keep_going=args.keep_going, builder=args.builder)
+    try:
+        with _stop_on_signals(stop):
+            result = execute(plan, ws, executor, options=options, git=git, environ=environ, stop=stop,
+                             progress=progress)
+    finally:
+        progress.close()
+    if args.json:
+        write_report(result, args.json)
+    summary(result, sys.stderr)
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if result.ok else EXIT_BUILD_FAILED
+
+
+def _progress(mode: str, total: int) -> Progress:
+    if mode == "tty" or (mode == "auto" and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"):
+        return LiveProgress(total)
+    return PlainProgress()
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``stop``: running builds are killed, finished results are kept and reported."""
+
+    def handler(signum: int, frame: object) -> None:
+        if not stop.is_set():
+            print(f"\n{signal.Signals(signum).name}: stopping running builds...", file=sys.stderr)
+        stop.set()
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _dry_run(plan: Plan, ws: Workspace, *, git: gitinfo.GitInfo, environ: dict[str, str],
+             builder: str | None) -> None:
+    now = datetime.now(timezone.utc)
+    ctx = TagContext(git=git, now=now, environ=environ)
+    for step in plan.steps:
+        t = step.target
+        # A dependency's image exists only once it is built: show which one goes there.
+        refs = {arg: f"<image of {dep}>" for arg, dep in t.deps}
+        request = plan_request(t, ws, dep_refs=refs, git=git, created=now, tags=local_tags(t, ctx),
+                               environ=environ, builder=builder)
+        print(f"# {t.label}")
+        print(shlex.join(["docker", *request.argv()]))
