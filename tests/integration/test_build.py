@@ -144,7 +144,7 @@ def test_sigterm_stops_builds_without_orphans(tmp_path: Path, prefix: str) -> No
     proc.stderr.close()
     assert code == 130, err
     report = {t["label"]: t["status"] for t in json.loads((root / "report.json").read_text())["targets"]}
-    assert report == {"//base:base": "built", "//apps/worker:worker": "failed"}
+    assert report == {"//base:base": "built", "//apps/worker:worker": "cancelled"}
     # No build process of ours is left behind.
     leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit() and _cmdline(p).find(str(root)) >= 0]
     assert leftovers == []

@@ -1,0 +1,80 @@
+"""Running a plan with a fake executor: deps get exactly their dependency's build, failures cascade."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from imgbuild.build.progress import PlainProgress
+from imgbuild.build.request import local_tag
+from imgbuild.build.results import RunResult
+from imgbuild.build.run import BuildOptions, execute
+from imgbuild.git import GitInfo
+from imgbuild.graph import TargetGraph
+from imgbuild.labels import Label, parse_patterns
+from imgbuild.plan import make_plan
+from imgbuild.spec.packages import load_workspace
+from tests.conftest import WorkspaceFactory
+from tests.unit.fakes import FakeExecutor
+
+DF = "ARG BASE\nFROM ${BASE}\n"
+FILES = {
+    "imgbuild.yaml": "version: 1\ndefaults: {tags: [dev, '{git.branch}']}\n",
+    "base/BUILD.yaml": "apps: {base: {}}\n",
+    "base/Dockerfile": "FROM busybox:1.36\n",
+    "a/BUILD.yaml": "apps: {a: {deps: {BASE: //base}}}\n",
+    "a/Dockerfile": DF,
+    "b/BUILD.yaml": "apps: {b: {deps: {BASE: //a}}}\n",
+    "b/Dockerfile": DF,
+    "c/BUILD.yaml": "apps: {c: {deps: {BASE: //base}}}\n",
+    "c/Dockerfile": DF,
+}
+
+
+def run(root: Path, executor: FakeExecutor, *, keep_going: bool = False,
+        stop: threading.Event | None = None) -> RunResult:
+    ws = load_workspace(root)
+    plan = make_plan(TargetGraph.build(ws), parse_patterns(["//..."]))
+    import io
+
+    return execute(plan, ws, executor, options=BuildOptions(parallelism=2, logs_dir=root / ".imgbuild/logs",
+                                                            keep_going=keep_going),
+                   git=GitInfo(sha="f" * 40, branch="feature/x"), environ={}, stop=stop or threading.Event(),
+                   progress=PlainProgress(io.StringIO()))
+
+
+def test_dependants_get_the_exact_build_of_their_dependency(make_ws: WorkspaceFactory) -> None:
+    root = make_ws(FILES)
+    ex = FakeExecutor()
+    result = run(root, ex)
+    assert result.ok and [t.status for t in result.targets] == ["built"] * 4
+    ws = load_workspace(root)
+    by_label = {t.label: t for t in result.targets}
+    base_ref = local_tag(ws.targets[Label("base", "base")], by_label["//base:base"].image_id or "")
+    assert dict(ex.request("//a:a").build_args)["BASE"] == base_ref
+    assert ex.tags[base_ref] == by_label["//base:base"].image_id
+    a_ref = local_tag(ws.targets[Label("a", "a")], by_label["//a:a"].image_id or "")
+    assert dict(ex.request("//b:b").build_args)["BASE"] == a_ref
+    assert ex.request("//b:b").tags == ("b:dev", "b:feature-x")  # templates rendered tag-safe
+    assert (root / ".imgbuild/logs/b/b.log").read_text().splitlines()[1] == "#1 building //b:b"
+
+
+def test_failure_skips_dependants_and_keeps_logs(make_ws: WorkspaceFactory) -> None:
+    root = make_ws(FILES)
+    result = run(root, FakeExecutor(fail=frozenset({"//a:a"})), keep_going=True)
+    status = {t.label: t.status for t in result.targets}
+    assert status == {"//base:base": "built", "//a:a": "failed", "//b:b": "skipped", "//c:c": "built"}
+    failed = next(t for t in result.targets if t.label == "//a:a")
+    assert failed.log_tail == ("#2 ERROR: exit code: 1",)
+    assert "ERROR" in Path(failed.log_path or "").read_text()
+    assert not result.ok
+
+
+def test_stop_cancels_what_did_not_finish(make_ws: WorkspaceFactory) -> None:
+    root = make_ws(FILES)
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    result = run(root, FakeExecutor(durations={"//a:a": 30, "//c:c": 30}), stop=stop)
+    status = {t.label: t.status for t in result.targets}
+    assert result.interrupted
+    assert status == {"//base:base": "built", "//a:a": "cancelled", "//c:c": "cancelled", "//b:b": "skipped"}
