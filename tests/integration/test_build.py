@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import pytest
 
+from imgbuild.spec.schemas import load_schema
 from tests.conftest import write_files
 from tests.integration.conftest import docker, imgbuild, run_in_image
 
@@ -79,6 +81,7 @@ def test_builds_everything_in_dependency_order(tmp_path: Path, prefix: str) -> N
     assert subprocess.run(["docker", "run", "--rm", f"{prefix}-web:dev", "test", "-e", "/report.txt"]).returncode == 1
 
     report = json.loads((root / "report.json").read_text())
+    jsonschema.validate(report, load_schema("report"))
     by_label = {t["label"]: t for t in report["targets"]}
     assert set(by_label) == {"//base:base", "//apps/api:api", "//apps/worker:worker", "//tools/migrate:migrate",
                              "//web:test", "//web:runtime"}
