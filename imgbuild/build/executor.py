@@ -1,0 +1,145 @@
+"""The executor: the one narrow interface to the container engine (Docker BuildKit through buildx).
+
+``BuildxExecutor`` runs :class:`BuildRequest` values with the docker CLI and reads results back through
+python-on-whales. The build itself runs through :func:`imgbuild.proc.stream` rather than
+``python_on_whales.docker.buildx.build``: that call offers no handle on its subprocess, and stopping
+imgbuild must stop the build tree (issue #3: no orphaned build processes); it also guarantees that
+``--dry-run`` prints exactly the command that runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+from imgbuild import proc
+from imgbuild.build.request import BuildRequest
+from imgbuild.errors import EngineUnavailable
+
+LOG_TAIL_LINES = 25
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildOutput:
+    image_id: str  # what `docker image inspect` calls Id (with the containerd store: the manifest digest)
+    digest: str | None  # containerimage.digest from buildx's metadata
+    config_digest: str | None
+    metadata: str  # buildx's --metadata-file content, canonical JSON
+
+
+class BuildError(Exception):
+    """The engine ran the build and it failed; ``log_tail`` holds its last output lines."""
+
+    def __init__(self, message: str, log_tail: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.log_tail = log_tail
+
+
+class BuildInterrupted(BuildError):
+    """The build was stopped (SIGINT/SIGTERM) before it finished."""
+
+
+class Executor(Protocol):
+    def build(self, request: BuildRequest, *, log: Callable[[str], None],
+              stop: threading.Event | None) -> BuildOutput: ...
+
+    def tag(self, image_id: str, ref: str) -> None: ...
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineInfo:
+    server_version: str
+    buildx_version: str
+
+
+class BuildxExecutor:
+    def __init__(self, docker: str = "docker", env: dict[str, str] | None = None) -> None:
+        self.docker = docker
+        self.env = env
+
+    def _client(self) -> Any:
+        from python_on_whales import DockerClient  # slow import, only needed when talking to the engine
+
+        return DockerClient(client_call=[self.docker])
+
+    def check(self) -> EngineInfo:
+        """Fail with exit status 3 and what to do when no engine or no buildx is reachable."""
+        from python_on_whales.exceptions import DockerException
+
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        try:
+            version = self._client().version()
+        except (DockerException, FileNotFoundError) as exc:
+            raise EngineUnavailable(
+                f"cannot reach a Docker engine at {host}: {_first_line(exc)}\n"
+                "  hint: start one (in this repository: `eval \"$(scripts/dev-services up)\"`), "
+                "or point DOCKER_HOST at a running engine"
+            ) from None
+        try:
+            bx = proc.run([self.docker, "buildx", "version"], env=self.env).strip()
+        except proc.ProcessError as exc:
+            raise EngineUnavailable(
+                f"docker buildx is not available: {exc}\n"
+                "  hint: install the buildx plugin (https://github.com/docker/buildx#installing)"
+            ) from None
+        server = getattr(getattr(version, "server", None), "version", None) or "?"
+        return EngineInfo(server_version=str(server), buildx_version=bx)
+
+    def build(self, request: BuildRequest, *, log: Callable[[str], None],
+              stop: threading.Event | None) -> BuildOutput:
+        tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
+
+        def on_line(line: str) -> None:
+            tail.append(line)
+            log(line)
+
+        with tempfile.TemporaryDirectory(prefix="imgbuild-") as tmp:
+            meta_path = Path(tmp) / "metadata.json"
+            argv = [self.docker, *_with_metadata(request, str(meta_path)).argv()]
+            try:
+                code = proc.stream(argv, on_line=on_line, stop=stop, env=self.env)
+            except FileNotFoundError:
+                raise EngineUnavailable(f"{self.docker}: command not found") from None
+            if stop is not None and stop.is_set():
+                raise BuildInterrupted("interrupted", tuple(tail))
+            if code != 0:
+                reason = next((ln for ln in reversed(tail) if ln.startswith("ERROR")), f"exit status {code}")
+                raise BuildError(f"docker buildx build failed: {reason}", tuple(tail))
+            meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        digest = meta.get("containerimage.digest")
+        image_id = self._image_id(request, digest)
+        return BuildOutput(
+            image_id=image_id,
+            digest=digest,
+            config_digest=meta.get("containerimage.config.digest"),
+            metadata=json.dumps(meta, sort_keys=True, separators=(",", ":")),
+        )
+
+    def _image_id(self, request: BuildRequest, digest: str | None) -> str:
+        ref = request.tags[0] if request.tags else digest
+        if not ref:
+            raise BuildError("the engine reported no image (was --load dropped?)")
+        image = self._client().image.inspect(ref)
+        return str(image.id)
+
+    def tag(self, image_id: str, ref: str) -> None:
+        self._client().image.tag(image_id, ref)
+
+
+def _with_metadata(request: BuildRequest, path: str) -> BuildRequest:
+    from dataclasses import replace
+
+    return replace(request, metadata_file=path)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    # python-on-whales puts the command first and the daemon's message last
+    useful = [ln for ln in text if "Cannot connect" in ln or "error" in ln.lower()]
+    return (useful[-1] if useful else (text[-1] if text else type(exc).__name__)).strip()
