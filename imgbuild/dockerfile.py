@@ -24,6 +24,7 @@ class Dockerfile:
     path: Path
     stages: tuple[Stage, ...]
     global_args: tuple[str, ...]  # ARGs declared before the first FROM
+    arg_defaults: tuple[tuple[str, str], ...] = ()  # their default values, where given
 
     def stage(self, name: str) -> Stage | None:
         key = name.lower()
@@ -97,10 +98,14 @@ def parse(path: Path) -> Dockerfile:
         raise DockerfileError(f"{path} is not UTF-8 text") from None
     stages: list[Stage] = []
     global_args: list[str] = []
+    defaults: dict[str, str] = {}
     for line, word, args in instructions(text):
         if word == "ARG" and not stages:
             for tok in _split(args):
-                global_args.append(tok.split("=", 1)[0])
+                name, eq, default = tok.partition("=")
+                global_args.append(name)
+                if eq:
+                    defaults[name] = default
         elif word == "FROM":
             toks = [t for t in _split(args) if not t.startswith("--")]
             if not toks:
@@ -109,7 +114,8 @@ def parse(path: Path) -> Dockerfile:
             stages.append(Stage(index=len(stages), name=name, base=toks[0], line=line))
     if not stages:
         raise DockerfileError(f"{path}: no FROM instruction")
-    return Dockerfile(path=path, stages=tuple(stages), global_args=tuple(global_args))
+    return Dockerfile(path=path, stages=tuple(stages), global_args=tuple(global_args),
+                      arg_defaults=tuple(sorted(defaults.items())))
 
 
 def _split(args: str) -> list[str]:

@@ -1,0 +1,100 @@
+"""Moving images in and out of the engine: listing, ``docker save`` to an OCI layout, ``docker load``.
+
+Saved images are OCI layouts (``index.json`` + ``blobs/sha256/*``); their blobs are what the target
+cache stores content-addressed, so layers shared between images are stored once.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from imgbuild import proc
+from imgbuild.errors import EngineUnavailable
+
+
+@dataclass(frozen=True, kw_only=True)
+class SavedImage:
+    index_json: str  # the layout's index.json, its image name annotation removed
+    blobs: tuple[tuple[str, int, str], ...]  # (digest, size, media type) of every blob in the layout
+    blob_dir: Path
+
+
+class Images:
+    """The engine's image store, through the docker CLI (one narrow interface)."""
+
+    def __init__(self, docker: str = "docker") -> None:
+        self.docker = docker
+
+    def list_tags(self) -> dict[str, str]:
+        """Every ``repo:tag`` -> image id, and every image id -> itself, in one engine call."""
+        try:
+            out = proc.run([self.docker, "image", "ls", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"])
+        except proc.ProcessError as exc:
+            raise EngineUnavailable(
+                f"cannot list the engine's images: {exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc}\n"
+                "  hint: start an engine (in this repository: `eval \"$(scripts/dev-services up)\"`), "
+                "or point DOCKER_HOST at one") from None
+        tags: dict[str, str] = {}
+        for line in out.splitlines():
+            image_id, _, ref = line.partition(" ")
+            tags[image_id] = image_id
+            if not ref.endswith(":<none>") and not ref.startswith("<none>"):
+                tags[ref] = image_id
+        return tags
+
+    def tag(self, image_id: str, ref: str) -> None:
+        proc.run([self.docker, "image", "tag", image_id, ref])
+
+    def save(self, ref: str, workdir: Path) -> SavedImage:
+        """``docker save`` ``ref`` into ``workdir`` as an OCI layout."""
+        tar_path = workdir / "image.tar"
+        proc.run([self.docker, "image", "save", "-o", str(tar_path), ref], timeout=600)
+        layout = workdir / "layout"
+        with tarfile.open(tar_path) as tf:
+            tf.extractall(layout, filter="data")
+        tar_path.unlink()
+        index = json.loads((layout / "index.json").read_text())
+        for m in index.get("manifests", []):
+            # The name is ours to give at load time; the rest of the layout is content-addressed.
+            m.pop("annotations", None)
+        blobs = []
+        for blob in sorted((layout / "blobs" / "sha256").iterdir()):
+            blobs.append((f"sha256:{blob.name}", blob.stat().st_size, ""))
+        return SavedImage(index_json=json.dumps(index, sort_keys=True, separators=(",", ":")),
+                          blobs=tuple(blobs), blob_dir=layout / "blobs" / "sha256")
+
+    def load(self, index_json: str, blob_dir: Path, name: str, workdir: Path) -> None:
+        """``docker load`` an OCI layout assembled from ``index_json`` and the blobs, named ``name``."""
+        index = json.loads(index_json)
+        repo, _, tag = name.rpartition(":")
+        for m in index.get("manifests", []):
+            m["annotations"] = {"io.containerd.image.name": _qualified(name), "org.opencontainers.image.ref.name": tag}
+        tar_path = workdir / "restore.tar"
+        with tarfile.open(tar_path, "w") as tf:
+            _add_bytes(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+            _add_bytes(tf, "index.json", json.dumps(index).encode())
+            for blob in sorted(blob_dir.iterdir()):
+                tf.add(blob, arcname=f"blobs/sha256/{blob.name}")
+        proc.run([self.docker, "image", "load", "-q", "-i", str(tar_path)], timeout=600)
+        tar_path.unlink()
+
+
+def _qualified(name: str) -> str:
+    """containerd wants a fully qualified name: busybox:1 -> docker.io/library/busybox:1."""
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        return f"docker.io/library/{name}"
+    if "." in first or ":" in first or first == "localhost":
+        return name
+    return f"docker.io/{name}"
+
+
+def _add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    import io
+
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tf.addfile(info, io.BytesIO(data))
