@@ -102,16 +102,16 @@ def parse(path: Path) -> Dockerfile:
     for line, word, args in instructions(text):
         if word == "ARG" and not stages:
             for tok in _split(args):
-                name, eq, default = tok.partition("=")
-                global_args.append(name)
+                arg, eq, default = tok.partition("=")
+                global_args.append(arg)
                 if eq:
-                    defaults[name] = default
+                    defaults[arg] = default
         elif word == "FROM":
             toks = [t for t in _split(args) if not t.startswith("--")]
             if not toks:
                 raise DockerfileError(f"{path}:{line}: FROM without an image")
-            name = toks[2].lower() if len(toks) >= 3 and toks[1].lower() == "as" else None
-            stages.append(Stage(index=len(stages), name=name, base=toks[0], line=line))
+            stage_name = toks[2].lower() if len(toks) >= 3 and toks[1].lower() == "as" else None
+            stages.append(Stage(index=len(stages), name=stage_name, base=toks[0], line=line))
     if not stages:
         raise DockerfileError(f"{path}: no FROM instruction")
     return Dockerfile(path=path, stages=tuple(stages), global_args=tuple(global_args),

@@ -42,7 +42,7 @@ def make_plan(graph: TargetGraph, patterns: tuple[Pattern, ...], *, check_files:
 
 
 def check_dockerfiles(targets: list[Target], ws: Workspace) -> None:
-    """Every target's Dockerfile exists, parses, and has its stage; deps args are declared ARGs."""
+    """Every target's Dockerfile exists and parses, and names the target's stage (``FROM ... AS stage``)."""
     errors: list[SpecError] = []
     parsed: dict[Any, dockerfile.Dockerfile | str] = {}
     for t in targets:
@@ -62,16 +62,12 @@ def check_dockerfiles(targets: list[Target], ws: Workspace) -> None:
         if not t.context.is_dir():
             errors.append(SpecError(f"{t.label}: context directory {ws.relpath(t.context)} does not exist",
                                     location=t.location, hint="create it or fix `context:`"))
-        if t.stage is not None and df.stage(t.stage) is None and not _is_index(t.stage, df):
+        if t.stage is not None and df.stage(t.stage) is None:
             names = ", ".join(df.stage_names()) or "(none: name stages with FROM ... AS NAME)"
             errors.append(SpecError(f"{t.label}: stage {t.stage!r} is not in {rel}", location=t.location,
                                     key_path=("stage",), hint=f"stages in {rel}: {names}"))
     if errors:
         raise SpecErrors(errors)
-
-
-def _is_index(stage: str, df: dockerfile.Dockerfile) -> bool:
-    return stage.isdigit() and int(stage) < len(df.stages)
 
 
 def target_dict(t: Target, ws: Workspace) -> dict[str, Any]:

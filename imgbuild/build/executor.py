@@ -49,8 +49,6 @@ class Executor(Protocol):
     def build(self, request: BuildRequest, *, log: Callable[[str], None],
               stop: threading.Event | None) -> BuildOutput: ...
 
-    def tag(self, image_id: str, ref: str) -> None: ...
-
 
 @dataclass(frozen=True, kw_only=True)
 class EngineInfo:
@@ -127,9 +125,6 @@ class BuildxExecutor:
             raise BuildError("the engine reported no image (was --load dropped?)")
         image = self._client().image.inspect(ref)
         return str(image.id)
-
-    def tag(self, image_id: str, ref: str) -> None:
-        self._client().image.tag(image_id, ref)
 
 
 def _with_metadata(request: BuildRequest, path: str) -> BuildRequest:

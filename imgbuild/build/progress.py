@@ -16,10 +16,11 @@ from imgbuild.build.results import RunResult, TargetResult
 class Progress(Protocol):
     def started(self, label: str) -> None: ...
     def finished(self, result: TargetResult) -> None: ...
+    def warn(self, message: str) -> None: ...
     def close(self) -> None: ...
 
 
-_STATUS_WORD = {"built": "built", "failed": "FAILED", "skipped": "skipped: dependency failed",
+_STATUS_WORD = {"built": "built", "cached": "cached", "restored": "restored from cache", "failed": "FAILED", "skipped": "skipped: dependency failed",
                 "cancelled": "cancelled"}
 
 
@@ -44,6 +45,9 @@ class PlainProgress:
 
     def finished(self, result: TargetResult) -> None:
         self._print(f"[{'done' if result.ok else result.status}] {describe(result)}")
+
+    def warn(self, message: str) -> None:
+        self._print(f"warning: {message}")
 
     def _print(self, line: str) -> None:
         with self.lock:
@@ -87,7 +91,14 @@ class LiveProgress:
             self.running.pop(result.label, None)
             self.done += 1
         style = "green" if result.ok else ("red" if result.status == "failed" else "yellow")
-        self.console.print(f"[{style}]{describe(result)}[/{style}]", highlight=False)
+        from rich.markup import escape
+
+        self.console.print(f"[{style}]{escape(describe(result))}[/{style}]", highlight=False)
+
+    def warn(self, message: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"[yellow]warning: {escape(message)}[/yellow]", highlight=False)
 
     def close(self) -> None:
         self.live.stop()

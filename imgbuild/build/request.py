@@ -5,6 +5,7 @@ Planning a request does no I/O; :mod:`imgbuild.build.executor` alone runs it.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -98,7 +99,8 @@ def secret_specs(target: Target, ws: Workspace, environ: dict[str, str]) -> tupl
             if s.env in environ:
                 out.append(f"id={s.id},env={s.env}")
         elif s.src is not None:
-            path = s.src if s.src.startswith(("/", "~")) else str(ws.root / s.src)
+            src = os.path.expanduser(s.src)
+            path = src if os.path.isabs(src) else str(ws.root / src)
             out.append(f"id={s.id},src={path}")
     return tuple(out)
 

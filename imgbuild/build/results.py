@@ -13,7 +13,7 @@ REPORT_VERSION = 1
 @dataclass(frozen=True, kw_only=True)
 class TargetResult:
     label: str
-    status: str  # built | failed | skipped | cancelled
+    status: str  # built | cached | restored | failed | skipped | cancelled
     duration: float | None = None
     image_id: str | None = None
     digest: str | None = None
@@ -21,15 +21,18 @@ class TargetResult:
     log_path: str | None = None
     error: str | None = None
     log_tail: tuple[str, ...] = ()
+    input_digest: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.status == "built"
+        return self.status in ("built", "cached", "restored")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "label": self.label,
             "status": self.status,
+            "input_digest": self.input_digest,
+            "rebuilt": self.status == "built",
             "duration_s": None if self.duration is None else round(self.duration, 3),
             "image_id": self.image_id,
             "digest": self.digest,

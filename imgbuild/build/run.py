@@ -1,4 +1,9 @@
-"""Run a plan: each target's request is made when its dependencies are done, then executed in parallel."""
+"""Run a plan: each target is found in the cache, restored, or built, dependencies first, in parallel.
+
+A target whose input digest is in the cache is not built: its image is used as it is (``cached``) or
+loaded from the cache store's blobs (``restored``). Dependants always get the exact image of their
+dependency through a tag that names its image id.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from imgbuild.build.executor import BuildError, BuildInterrupted, Executor
 from imgbuild.build.progress import Progress
@@ -19,6 +24,10 @@ from imgbuild.plan import Plan
 from imgbuild.scheduler import Event, Job, JobResult, Status, run_jobs
 from imgbuild.tags import TagContext, render
 
+if TYPE_CHECKING:
+    from imgbuild.cache.targets import ImageStore, TargetCache
+    from imgbuild.digest import Inputs
+
 
 @dataclass(frozen=True, kw_only=True)
 class BuildOptions:
@@ -27,10 +36,12 @@ class BuildOptions:
     keep_going: bool = False
     builder: str | None = None
     named_contexts: bool = True
+    rebuild: frozenset[str] = frozenset()  # labels built even when cached (--rebuild, or all with --no-cache)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Built:
+    status: str  # built | cached | restored
     ref: str  # the exact-build tag handed to dependants
     image_id: str
     digest: str | None
@@ -56,40 +67,96 @@ def execute(
     ws: Workspace,
     executor: Executor,
     *,
+    images: ImageStore,
     options: BuildOptions,
     git: GitInfo,
     environ: dict[str, str],
     stop: threading.Event,
     progress: Progress,
+    inputs: dict[str, Inputs] | None = None,
+    cache: TargetCache | None = None,
     now: datetime | None = None,
 ) -> RunResult:
-    """Build every step of ``plan``, dependencies first, at most ``options.parallelism`` at once."""
+    """Build every step of ``plan``, dependencies first, at most ``options.parallelism`` at once.
+
+    ``inputs`` (label -> input digest) and ``cache`` enable the target cache; without them every
+    target is built.
+    """
     started_at = now or datetime.now(timezone.utc)
     t0 = time.monotonic()
-    ctx = TagContext(git=git, now=started_at, environ=environ)
     targets = {str(s.target.label): s.target for s in plan.steps}
     built: dict[str, Built] = {}
     lock = threading.Lock()
+    present = images.list_tags()  # one engine call: which images and tags exist already
 
-    def request_for(target: Target) -> BuildRequest:
+    def tag_context(label: str) -> TagContext:
+        digest = inputs[label].key().split(":", 1)[1] if inputs else ""
+        return TagContext(git=git, now=started_at, environ=environ, input_digest=digest)
+
+    def apply_tags(image_id: str, refs: tuple[str, ...]) -> None:
+        for ref in refs:
+            with lock:
+                if present.get(ref) == image_id:
+                    continue
+            images.tag(image_id, ref)
+            with lock:
+                present[ref] = image_id
+
+    def request_for(target: Target, tags: tuple[str, ...]) -> BuildRequest:
         with lock:
             dep_refs = {arg: built[str(dep)].ref for arg, dep in target.deps}
-        return plan_request(target, ws, dep_refs=dep_refs, git=git, created=started_at,
-                            tags=local_tags(target, ctx), environ=environ, builder=options.builder,
-                            named_contexts=options.named_contexts)
+        return plan_request(target, ws, dep_refs=dep_refs, git=git, created=started_at, tags=tags,
+                            environ=environ, builder=options.builder, named_contexts=options.named_contexts)
+
+    def from_cache(target: Target, key: str, tags: tuple[str, ...]) -> Built | None:
+        assert cache is not None
+        entry = cache.lookup(target, key)
+        if entry is None:
+            return None
+        ref = local_tag(target, entry.image_id)
+        with lock:
+            here = entry.image_id in present
+        if here:
+            status = "cached"
+        elif cache.restore(target, entry, ref):
+            status = "restored"
+            with lock:
+                present[entry.image_id] = entry.image_id
+                present[ref] = entry.image_id
+        else:
+            return None
+        apply_tags(entry.image_id, (ref, *tags))
+        return Built(status=status, ref=ref, image_id=entry.image_id, digest=entry.manifest_digest, tags=tags)
 
     def run(job: Job) -> Built:
         target = targets[job.key]
-        request = request_for(target)
+        tags = local_tags(target, tag_context(job.key))
+        key = inputs[job.key].key() if inputs else None
+        if cache is not None and key is not None and job.key not in options.rebuild:
+            hit = from_cache(target, key, tags)
+            if hit is not None:
+                with lock:
+                    built[job.key] = hit
+                return hit
+        request = request_for(target, tags)
         path = log_path(options.logs_dir, target)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8", buffering=1) as log:  # line-buffered: tail -f works
             log.write(f"# {target.label}: docker {' '.join(request.argv())}\n")
-            log.flush()
+            if key:
+                log.write(f"# input digest {key}\n")
             output = executor.build(request, log=_line_writer(log), stop=stop)
         ref = local_tag(target, output.image_id)
-        executor.tag(output.image_id, ref)
-        result = Built(ref=ref, image_id=output.image_id, digest=output.digest, tags=request.tags)
+        with lock:
+            present.update({t: output.image_id for t in tags})
+        apply_tags(output.image_id, (ref,))
+        if cache is not None and key is not None and inputs is not None:
+            from imgbuild.digest import canonical_json
+
+            cache.record(target, key=key, ref=ref, image_id=output.image_id, manifest_digest=output.digest,
+                         config_digest=output.config_digest,
+                         inputs=canonical_json(inputs[job.key].manifest()).decode())
+        result = Built(status="built", ref=ref, image_id=output.image_id, digest=output.digest, tags=tags)
         with lock:
             built[job.key] = result
         return result
@@ -98,13 +165,13 @@ def execute(
         if event.kind == "started":
             progress.started(event.key)
         elif event.result is not None:
-            progress.finished(_target_result(event.result, targets[event.key], options.logs_dir))
+            progress.finished(_target_result(event.result, targets[event.key], options.logs_dir, inputs))
 
     jobs = [Job(key=str(s.target.label), deps=tuple(str(d) for d in s.deps)) for s in plan.steps]
     results = run_jobs(jobs, run, parallelism=options.parallelism, keep_going=options.keep_going, stop=stop,
                        on_event=on_event)
     return RunResult(
-        targets=tuple(_target_result(r, targets[r.key], options.logs_dir) for r in results),
+        targets=tuple(_target_result(r, targets[r.key], options.logs_dir, inputs) for r in results),
         interrupted=stop.is_set(),
         started=started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         duration=time.monotonic() - t0,
@@ -118,19 +185,21 @@ def _line_writer(log: object) -> Callable[[str], None]:
     return write
 
 
-def _target_result(r: JobResult, target: Target, logs_dir: Path) -> TargetResult:
+def _target_result(r: JobResult, target: Target, logs_dir: Path, inputs: dict[str, Inputs] | None) -> TargetResult:
     duration = r.finished - r.started if r.started is not None and r.finished is not None else None
-    path = log_path(logs_dir, target)
-    log = str(path) if r.started is not None else None
+    key = inputs[r.key].key() if inputs else None
     if r.status is Status.SUCCEEDED and isinstance(r.value, Built):
-        return TargetResult(label=r.key, status="built", duration=duration, image_id=r.value.image_id,
-                            digest=r.value.digest, tags=r.value.tags, log_path=log)
+        log = str(log_path(logs_dir, target)) if r.value.status == "built" else None
+        return TargetResult(label=r.key, status=r.value.status, duration=duration, image_id=r.value.image_id,
+                            digest=r.value.digest, tags=r.value.tags, log_path=log, input_digest=key)
+    log = str(log_path(logs_dir, target)) if r.started is not None else None
     if r.status is Status.FAILED and isinstance(r.exception, BuildInterrupted):
-        return TargetResult(label=r.key, status="cancelled", duration=duration, log_path=log, error="interrupted")
+        return TargetResult(label=r.key, status="cancelled", duration=duration, log_path=log, error="interrupted",
+                            input_digest=key)
     if r.status is Status.FAILED:
         exc = r.exception
         tail = exc.log_tail if isinstance(exc, BuildError) else ()
         return TargetResult(label=r.key, status="failed", duration=duration, log_path=log, error=r.error,
-                            log_tail=tail)
+                            log_tail=tail, input_digest=key)
     status = "skipped" if r.status is Status.SKIPPED else "cancelled"
-    return TargetResult(label=r.key, status=status, error=r.error)
+    return TargetResult(label=r.key, status=status, error=r.error, input_digest=key)

@@ -11,30 +11,51 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from imgbuild import git as gitinfo
-from imgbuild.build.executor import BuildxExecutor
+from imgbuild.build.executor import BuildOutput, BuildxExecutor
+from imgbuild.build.images import Images
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
-from imgbuild.build.request import plan_request
+from imgbuild.build.request import BuildRequest, plan_request
 from imgbuild.build.results import write_report
 from imgbuild.build.run import BuildOptions, execute, local_tags
 from imgbuild.commands import load_graph, patterns
-from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED
+from imgbuild.cache.targets import TargetCache
+from imgbuild.digest import Hasher, Inputs
+from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, ImgbuildError
+from imgbuild.fileset import FilesetError
+from imgbuild.graph import TargetGraph
 from imgbuild.model import Workspace
 from imgbuild.plan import Plan, make_plan
+from imgbuild.statcache import StatCache
 from imgbuild.tags import TagContext
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("patterns", nargs="+", metavar="PATTERN")
-    p.add_argument("-j", "--jobs", type=int, metavar="N", help="targets built at once (default: workspace concurrency)")
+    p.add_argument("-j", "--jobs", type=_positive, metavar="N", help="targets built at once (default: workspace concurrency)")
     p.add_argument("-k", "--keep-going", action="store_true", help="after a failure, finish independent targets")
     p.add_argument("--builder", metavar="NAME", help="the buildx builder to use")
     p.add_argument("--progress", choices=("auto", "tty", "plain"), default="auto",
                    help="live view on a terminal (auto), or one line per event (plain)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the build report (specs/report.schema.json)")
     p.add_argument("--dry-run", action="store_true", help="print the engine commands without running them")
+    p.add_argument("--no-cache", action="store_true", help="build every selected target, cached or not")
+    p.add_argument("--rebuild", action="append", default=[], metavar="LABEL",
+                   help="build this target even if it is cached (repeatable; a pattern)")
+    p.add_argument("--cache-read-only", action="store_true",
+                   help="read the target cache but never write it (untrusted builds, e.g. forks' pull requests)")
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return n
 
 
 def main(args: argparse.Namespace) -> int:
@@ -44,21 +65,24 @@ def main(args: argparse.Namespace) -> int:
     git = gitinfo.read(ws.root)
     environ = dict(os.environ)
     parallelism = args.jobs or ws.config.concurrency
-    if parallelism < 1:
-        raise SystemExit("imgbuild: error: -j must be at least 1")
     if args.dry_run:
         _dry_run(plan, ws, git=git, environ=environ, builder=args.builder)
         return 0
-    executor = BuildxExecutor()
-    executor.check()
+    inputs = compute_inputs(graph, plan, environ)
+    rebuild = {str(s.target.label) for s in plan.steps} if args.no_cache else set()
+    if args.rebuild:
+        rebuild |= {str(lb) for lb in graph.select(patterns(args.rebuild, current))}
+    executor = LazyCheckedExecutor(BuildxExecutor())
+    images = Images()
     stop = threading.Event()
     progress = _progress(args.progress, len(plan.steps))
+    cache = TargetCache(ws, images, warn=progress.warn, read_only=args.cache_read_only)
     options = BuildOptions(parallelism=parallelism, logs_dir=ws.root / ".imgbuild" / "logs",
-                           keep_going=args.keep_going, builder=args.builder)
+                           keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild))
     try:
         with _stop_on_signals(stop):
-            result = execute(plan, ws, executor, options=options, git=git, environ=environ, stop=stop,
-                             progress=progress)
+            result = execute(plan, ws, executor, images=images, options=options, git=git, environ=environ,
+                             stop=stop, progress=progress, inputs=inputs, cache=cache)
     finally:
         progress.close()
     if args.json:
@@ -67,6 +91,39 @@ def main(args: argparse.Namespace) -> int:
     if result.interrupted:
         return EXIT_INTERRUPTED
     return 0 if result.ok else EXIT_BUILD_FAILED
+
+
+def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> dict[str, Inputs]:
+    """Input digests of every step, with the workspace's stat cache (saved for the next run)."""
+    ws = graph.workspace
+    stat_cache = StatCache(ws.root / ".imgbuild" / "statcache.json")
+    hasher = Hasher(ws, stat_cache=stat_cache, environ=environ)
+    try:
+        found = hasher.compute(graph, [s.target.label for s in plan.steps])
+    except FilesetError as exc:
+        raise ImgbuildError(f"cannot read the build context: {exc}") from None
+    try:
+        stat_cache.save()
+    except OSError:
+        pass  # only a speed-up: the next run rehashes
+    return {str(lb): i for lb, i in found.items()}
+
+
+class LazyCheckedExecutor:
+    """Checks the engine (exit status 3 with advice) only when something really has to be built."""
+
+    def __init__(self, inner: BuildxExecutor) -> None:
+        self.inner = inner
+        self._checked = False
+        self._lock = threading.Lock()
+
+    def build(self, request: BuildRequest, *, log: Callable[[str], None],
+              stop: threading.Event | None) -> BuildOutput:
+        with self._lock:
+            if not self._checked:
+                self.inner.check()
+                self._checked = True
+        return self.inner.build(request, log=log, stop=stop)
 
 
 def _progress(mode: str, total: int) -> Progress:

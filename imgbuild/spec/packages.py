@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -56,7 +57,7 @@ def load_workspace(root: Path) -> Workspace:
     return Workspace(config=config, targets=targets, packages=tuple(packages))
 
 
-_MERGED_MAPS = ("build_args", "labels")
+_IMAGE_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 
 
 def _package_targets(config: WorkspaceConfig, pkg: str, doc: YamlDocument) -> list[Target]:
@@ -107,10 +108,15 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
     df_text, df_path = pick("dockerfile", "Dockerfile")
     dockerfile = _inside(root, pkg_dir / df_text, doc, df_path, "dockerfile")
 
-    image, _ = pick("image")
+    # A target of `targets:` gets its own repository (`<app image>-<target>`) unless it names one,
+    # so the test and runtime images of one app never fight over the same tags.
+    image = tspec.get("image")
     if image is None:
         base_image = app.get("image", app_name)
-        image = base_image if tname == app_name else f"{base_image}-{tname}"
+        image = base_image if tname == app_name or not app.get("targets") else f"{base_image}-{tname}"
+    if not _IMAGE_RE.match(image):
+        raise doc.error(f"image name {image!r} (from the app/target name) is not a valid repository name",
+                        where, "set `image:` to lowercase letters, digits and . _ - separators")
 
     deps: dict[str, Label] = {}
     dep_locations: dict[str, object] = {}
@@ -130,7 +136,8 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
         raise doc.error(f"unknown cache policy {cache!r}", cache_path, unknown_hint(cache, policies, "cache_policies"),
                         value=True)
 
-    regs = registry_names(tspec) or registry_names(app) or config.defaults.registries
+    regs = next((r for r in (registry_names(tspec), registry_names(app)) if r is not None),
+                config.defaults.registries)
     known_regs = [r.name for r in config.registries]
     for name in regs:
         if name not in known_regs:

@@ -18,7 +18,6 @@ class FakeExecutor:
         self.fail = fail
         self.durations = durations or {}
         self.requests: list[BuildRequest] = []
-        self.tags: dict[str, str] = {}
         self.lock = threading.Lock()
 
     def build(self, request: BuildRequest, *, log: Callable[[str], None],
@@ -36,9 +35,22 @@ class FakeExecutor:
         digest = "sha256:" + hashlib.sha256(repr(request.argv()).encode()).hexdigest()
         return BuildOutput(image_id=digest, digest=digest, config_digest=None, metadata="{}")
 
-    def tag(self, image_id: str, ref: str) -> None:
-        with self.lock:
-            self.tags[ref] = image_id
-
     def request(self, label: str) -> BuildRequest:
         return next(r for r in self.requests if r.label == label)
+
+
+class FakeImages:
+    """The engine's image store in memory: tags -> image ids, saved layouts as dicts."""
+
+    def __init__(self) -> None:
+        self.refs: dict[str, str] = {}
+        self.lock = threading.Lock()
+        self.loaded: list[str] = []
+
+    def list_tags(self) -> dict[str, str]:
+        with self.lock:
+            return {**self.refs, **{v: v for v in self.refs.values()}}
+
+    def tag(self, image_id: str, ref: str) -> None:
+        with self.lock:
+            self.refs[ref] = image_id

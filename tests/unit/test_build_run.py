@@ -15,7 +15,7 @@ from imgbuild.labels import Label, parse_patterns
 from imgbuild.plan import make_plan
 from imgbuild.spec.packages import load_workspace
 from tests.conftest import WorkspaceFactory
-from tests.unit.fakes import FakeExecutor
+from tests.unit.fakes import FakeExecutor, FakeImages
 
 DF = "ARG BASE\nFROM ${BASE}\n"
 FILES = {
@@ -32,12 +32,12 @@ FILES = {
 
 
 def run(root: Path, executor: FakeExecutor, *, keep_going: bool = False,
-        stop: threading.Event | None = None) -> RunResult:
+        stop: threading.Event | None = None, images: FakeImages | None = None) -> RunResult:
     ws = load_workspace(root)
     plan = make_plan(TargetGraph.build(ws), parse_patterns(["//..."]))
     import io
 
-    return execute(plan, ws, executor, options=BuildOptions(parallelism=2, logs_dir=root / ".imgbuild/logs",
+    return execute(plan, ws, executor, images=images or FakeImages(), options=BuildOptions(parallelism=2, logs_dir=root / ".imgbuild/logs",
                                                             keep_going=keep_going),
                    git=GitInfo(sha="f" * 40, branch="feature/x"), environ={}, stop=stop or threading.Event(),
                    progress=PlainProgress(io.StringIO()))
@@ -46,13 +46,14 @@ def run(root: Path, executor: FakeExecutor, *, keep_going: bool = False,
 def test_dependants_get_the_exact_build_of_their_dependency(make_ws: WorkspaceFactory) -> None:
     root = make_ws(FILES)
     ex = FakeExecutor()
-    result = run(root, ex)
+    images = FakeImages()
+    result = run(root, ex, images=images)
     assert result.ok and [t.status for t in result.targets] == ["built"] * 4
     ws = load_workspace(root)
     by_label = {t.label: t for t in result.targets}
     base_ref = local_tag(ws.targets[Label("base", "base")], by_label["//base:base"].image_id or "")
     assert dict(ex.request("//a:a").build_args)["BASE"] == base_ref
-    assert ex.tags[base_ref] == by_label["//base:base"].image_id
+    assert images.refs[base_ref] == by_label["//base:base"].image_id
     a_ref = local_tag(ws.targets[Label("a", "a")], by_label["//a:a"].image_id or "")
     assert dict(ex.request("//b:b").build_args)["BASE"] == a_ref
     assert ex.request("//b:b").tags == ("b:dev", "b:feature-x")  # templates rendered tag-safe
