@@ -28,22 +28,23 @@ class Images:
     def __init__(self, docker: str = "docker") -> None:
         self.docker = docker
 
-    def list_tags(self) -> dict[str, str]:
-        """Every ``repo:tag`` -> image id, and every image id -> itself, in one engine call."""
+    def inspect(self, ref: str) -> frozenset[str] | None:
+        """The tags of image ``ref`` (an id or a name), or None when the engine does not have it.
+
+        One cheap call per image: listing every image is slow on the containerd store (it sizes them all).
+        """
         try:
-            out = proc.run([self.docker, "image", "ls", "--no-trunc", "--format", "{{.ID}} {{.Repository}}:{{.Tag}}"])
+            out = proc.run([self.docker, "image", "inspect", "--format", "{{json .RepoTags}}", ref])
         except proc.ProcessError as exc:
+            if "No such image" in exc.stderr or "no such image" in exc.stderr.lower():
+                return None
+            last = exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else str(exc)
             raise EngineUnavailable(
-                f"cannot list the engine's images: {exc.stderr.strip().splitlines()[-1] if exc.stderr.strip() else exc}\n"
+                f"cannot inspect images in the engine: {last}\n"
                 "  hint: start an engine (in this repository: `eval \"$(scripts/dev-services up)\"`), "
                 "or point DOCKER_HOST at one") from None
-        tags: dict[str, str] = {}
-        for line in out.splitlines():
-            image_id, _, ref = line.partition(" ")
-            tags[image_id] = image_id
-            if not ref.endswith(":<none>") and not ref.startswith("<none>"):
-                tags[ref] = image_id
-        return tags
+        tags = json.loads(out or "null") or []
+        return frozenset(str(t) for t in tags)
 
     def tag(self, image_id: str, ref: str) -> None:
         proc.run([self.docker, "image", "tag", image_id, ref])

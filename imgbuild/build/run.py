@@ -87,20 +87,15 @@ def execute(
     targets = {str(s.target.label): s.target for s in plan.steps}
     built: dict[str, Built] = {}
     lock = threading.Lock()
-    present = images.list_tags()  # one engine call: which images and tags exist already
 
     def tag_context(label: str) -> TagContext:
         digest = inputs[label].key().split(":", 1)[1] if inputs else ""
         return TagContext(git=git, now=started_at, environ=environ, input_digest=digest)
 
-    def apply_tags(image_id: str, refs: tuple[str, ...]) -> None:
+    def apply_tags(image_id: str, refs: tuple[str, ...], existing: frozenset[str] = frozenset()) -> None:
         for ref in refs:
-            with lock:
-                if present.get(ref) == image_id:
-                    continue
-            images.tag(image_id, ref)
-            with lock:
-                present[ref] = image_id
+            if ref not in existing:
+                images.tag(image_id, ref)
 
     def request_for(target: Target, tags: tuple[str, ...]) -> BuildRequest:
         with lock:
@@ -114,18 +109,15 @@ def execute(
         if entry is None:
             return None
         ref = local_tag(target, entry.image_id)
-        with lock:
-            here = entry.image_id in present
-        if here:
+        existing = images.inspect(entry.image_id)
+        if existing is not None:
             status = "cached"
         elif cache.restore(target, entry, ref):
             status = "restored"
-            with lock:
-                present[entry.image_id] = entry.image_id
-                present[ref] = entry.image_id
+            existing = frozenset({ref})
         else:
             return None
-        apply_tags(entry.image_id, (ref, *tags))
+        apply_tags(entry.image_id, (ref, *tags), existing)
         return Built(status=status, ref=ref, image_id=entry.image_id, digest=entry.manifest_digest, tags=tags)
 
     def run(job: Job) -> Built:
@@ -147,8 +139,6 @@ def execute(
                 log.write(f"# input digest {key}\n")
             output = executor.build(request, log=_line_writer(log), stop=stop)
         ref = local_tag(target, output.image_id)
-        with lock:
-            present.update({t: output.image_id for t in tags})
         apply_tags(output.image_id, (ref,))
         if cache is not None and key is not None and inputs is not None:
             from imgbuild.digest import canonical_json

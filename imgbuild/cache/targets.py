@@ -15,15 +15,14 @@ from typing import Callable, Protocol
 from imgbuild.build.images import SavedImage
 from imgbuild.cache.entry import Blob, CacheEntry
 from imgbuild.cache.local import LocalStore
-from imgbuild.cache.s3 import S3Store
-from imgbuild.cache.store import CacheStore, GuardedStore
+from imgbuild.cache.store import CacheError, CacheStore, GuardedStore
 from imgbuild.model import CachePolicy, Target, Workspace
 
 DEFAULT_LOCAL_PATH = ".imgbuild/cache"
 
 
 class ImageStore(Protocol):
-    def list_tags(self) -> dict[str, str]: ...
+    def inspect(self, ref: str) -> frozenset[str] | None: ...
     def tag(self, image_id: str, ref: str) -> None: ...
     def save(self, ref: str, workdir: Path) -> SavedImage: ...
     def load(self, index_json: str, blob_dir: Path, name: str, workdir: Path) -> None: ...
@@ -35,10 +34,66 @@ def open_store(ws: Workspace, policy: CachePolicy | None) -> CacheStore:
     The BuildKit layer-cache backends (registry, inline, gha) keep whole-target entries locally.
     """
     if policy is not None and policy.backend == "s3" and policy.bucket:
+        from imgbuild.cache.s3 import S3Store  # boto3 is a slow import: only when S3 is really used
+
         return S3Store(policy.bucket, prefix=_join(policy.prefix, "targets/"), region=policy.region,
                        endpoint_url=policy.endpoint_url, use_path_style=policy.use_path_style)
     path = policy.path if policy is not None and policy.backend == "local" and policy.path else DEFAULT_LOCAL_PATH
     return LocalStore(ws.root / path)
+
+
+class MirroredStore:
+    """A remote store with a local mirror of the entries found or written in it.
+
+    Entries are immutable and verified on every read, so a local copy is as good as the remote one:
+    the next no-op run answers from disk without opening the remote store at all (no boto3 import, no
+    round trip). Blobs stay remote only; a restore fetches them from the remote store.
+    """
+
+    def __init__(self, mirror: CacheStore, remote: Callable[[], GuardedStore], *, name: str, read_only: bool) -> None:
+        self.mirror = mirror
+        self._remote_factory = remote
+        self._remote: GuardedStore | None = None
+        self._lock = threading.Lock()
+        self.name = name
+        self.read_only = read_only
+
+    def remote(self) -> GuardedStore:
+        with self._lock:
+            if self._remote is None:
+                self._remote = self._remote_factory()
+            return self._remote
+
+    def _mirror(self, entry: CacheEntry, *, replace: bool = False) -> None:
+        try:
+            self.mirror.put(entry, replace=replace)
+        except CacheError:
+            pass  # the mirror is only a shortcut
+
+    def get(self, key: str, *, label: str | None = None) -> CacheEntry | None:
+        replace = False
+        try:
+            found = self.mirror.get(key)
+            if found is not None:
+                return found
+        except CacheError:
+            replace = True  # a damaged mirror copy: take the remote one and overwrite it
+        entry = self.remote().get(key, label=label)
+        if entry is not None:
+            self._mirror(entry, replace=replace)
+        return entry
+
+    def put(self, entry: CacheEntry) -> bool:
+        created = self.remote().put(entry)
+        if created:
+            self._mirror(entry)
+        return created
+
+    def put_blob(self, digest: str, path: Path) -> bool:
+        return self.remote().put_blob(digest, path)
+
+    def get_blob(self, digest: str, dest: Path) -> bool:
+        return self.remote().get_blob(digest, dest)
 
 
 def _join(prefix: str, rest: str) -> str:
@@ -55,17 +110,25 @@ class TargetCache:
         self.warn = warn
         self.read_only = read_only
         self._open = open_store
-        self._stores: dict[str | None, GuardedStore] = {}
+        self._stores: dict[str | None, GuardedStore | MirroredStore] = {}
         self._lock = threading.Lock()
 
-    def store_for(self, target: Target) -> GuardedStore:
+    def store_for(self, target: Target) -> GuardedStore | MirroredStore:
         with self._lock:
             if target.cache not in self._stores:
-                policy = self.ws.config.cache_policy(target.cache) if target.cache else None
-                read_only = self.read_only or (policy is not None and not policy.write)
-                self._stores[target.cache] = GuardedStore(self._open(self.ws, policy), warn=self.warn,
-                                                          read_only=read_only)
+                self._stores[target.cache] = self._make(target.cache)
             return self._stores[target.cache]
+
+    def _make(self, name: str | None) -> GuardedStore | MirroredStore:
+        policy = self.ws.config.cache_policy(name) if name else None
+        read_only = self.read_only or (policy is not None and not policy.write)
+        if policy is None or policy.backend != "s3":
+            return GuardedStore(self._open(self.ws, policy), warn=self.warn, read_only=read_only)
+        mirror = LocalStore(self.ws.root / DEFAULT_LOCAL_PATH / "mirrors" / policy.name)
+        return MirroredStore(
+            mirror,
+            lambda: GuardedStore(self._open(self.ws, policy), warn=self.warn, read_only=read_only),
+            name=f"s3://{policy.bucket}/{policy.prefix}", read_only=read_only)
 
     def lookup(self, target: Target, key: str) -> CacheEntry | None:
         return self.store_for(target).get(key, label=str(target.label))

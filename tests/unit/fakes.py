@@ -47,9 +47,12 @@ class FakeImages:
         self.lock = threading.Lock()
         self.loaded: list[str] = []
 
-    def list_tags(self) -> dict[str, str]:
+    def inspect(self, ref: str) -> frozenset[str] | None:
         with self.lock:
-            return {**self.refs, **{v: v for v in self.refs.values()}}
+            image_id = self.refs.get(ref, ref if ref in self.refs.values() else None)
+            if image_id is None:
+                return None
+            return frozenset(r for r, i in self.refs.items() if i == image_id)
 
     def tag(self, image_id: str, ref: str) -> None:
         with self.lock:
