@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -79,3 +81,73 @@ def prefix() -> Iterator[str]:
                          text=True).stdout.split()
     if ids:
         subprocess.run(["docker", "image", "rm", "-f", *sorted(set(ids))], capture_output=True)
+
+
+ENDPOINT = os.environ.get("IMGBUILD_TEST_S3_ENDPOINT", "http://127.0.0.1:9000")
+
+
+def _s3_problem() -> str | None:
+    try:
+        urllib.request.urlopen(ENDPOINT, timeout=5).close()
+    except urllib.error.HTTPError:
+        return None  # it answered
+    except OSError as exc:
+        return f"no S3 server answers at {ENDPOINT}: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    problem = _s3_problem()
+    if problem:
+        if os.environ.get("IMGBUILD_SERVICES"):
+            pytest.fail(f"IMGBUILD_SERVICES is set but {problem}", pytrace=False)
+        pytest.skip(f"{problem} (start services: eval \"$(scripts/dev-services up)\")")
+    return ENDPOINT
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test server's credentials, as dev-services exports them, when the shell has none."""
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        if not os.environ.get(name):
+            monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def admin(s3_endpoint: str, aws_env: None) -> Any:
+    """A plain boto3 client, for what the store must not do itself: make buckets, tamper, look."""
+    import boto3
+
+    return boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+@pytest.fixture
+def bucket(admin: Any) -> Iterator[str]:
+    name = f"imgbuild-test-{uuid.uuid4().hex[:12]}"
+    admin.create_bucket(Bucket=name)
+    yield name
+    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=name):
+        for obj in page.get("Contents", ()):
+            admin.delete_object(Bucket=name, Key=obj["Key"])
+    admin.delete_bucket(Bucket=name)
+
+
+def _admin_client() -> Any:
+    import boto3
+
+    return boto3.session.Session(aws_access_key_id="testing", aws_secret_access_key="testing").client(
+        "s3", endpoint_url=ENDPOINT, region_name="us-east-1")
+
+
+def list_keys(bucket: str, prefix: str) -> list[str]:
+    keys: list[str] = []
+    for page in _admin_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", ())]
+    return keys
+
+
+def read_object(bucket: str, key: str) -> bytes:
+    body: bytes = _admin_client().get_object(Bucket=bucket, Key=key)["Body"].read()
+    return body

@@ -23,55 +23,10 @@ from imgbuild.cache.entry import Blob, CacheEntry
 from imgbuild.cache.s3 import S3Store
 from imgbuild.cache.store import CacheUnavailable, CorruptBlob, CorruptEntry, GuardedStore, StoreStats
 
-ENDPOINT = os.environ.get("IMGBUILD_TEST_S3_ENDPOINT", "http://127.0.0.1:9000")
-
-
-def _s3_problem() -> str | None:
-    try:
-        urllib.request.urlopen(ENDPOINT, timeout=5).close()
-    except urllib.error.HTTPError:
-        return None  # it answered
-    except OSError as exc:
-        return f"no S3 server answers at {ENDPOINT}: {exc}"
-    return None
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> str:
-    problem = _s3_problem()
-    if problem:
-        if os.environ.get("IMGBUILD_SERVICES"):
-            pytest.fail(f"IMGBUILD_SERVICES is set but {problem}", pytrace=False)
-        pytest.skip(f"{problem} (start services: eval \"$(scripts/dev-services up)\")")
-    return ENDPOINT
-
 
 @pytest.fixture(autouse=True)
-def _credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test server's credentials, as dev-services exports them, when the shell has none."""
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        if not os.environ.get(name):
-            monkeypatch.setenv(name, value)
-
-
-@pytest.fixture
-def admin(s3_endpoint: str) -> Any:
-    """A plain boto3 client, for what the store must not do itself: make buckets, tamper, look."""
-    import boto3
-
-    return boto3.session.Session().client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-
-
-@pytest.fixture
-def bucket(admin: Any) -> Iterator[str]:
-    name = f"imgbuild-test-{uuid.uuid4().hex[:12]}"
-    admin.create_bucket(Bucket=name)
-    yield name
-    for page in admin.get_paginator("list_objects_v2").paginate(Bucket=name):
-        for obj in page.get("Contents", ()):
-            admin.delete_object(Bucket=name, Key=obj["Key"])
-    admin.delete_bucket(Bucket=name)
+def _credentials(aws_env: None) -> None:
+    """Every test here talks to the S3 server with the test credentials."""
 
 
 @pytest.fixture
