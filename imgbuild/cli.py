@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("plan", parents=[common], help="show the targets a build would run, in order, fully resolved")
     sp.add_argument("patterns", nargs="+", metavar="PATTERN")
     sp.add_argument("--json", action="store_true", help="print the plan as JSON")
+    sp.add_argument("--explain", action="store_true",
+                    help="per target: cached, or to build and which inputs differ from its last cache entry")
 
     sq = sub.add_parser("query", parents=[common], help="list dependencies or dependants of targets")
     sq.add_argument("kind", choices=("deps", "rdeps"))
@@ -55,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     sg.add_argument("--format", choices=("dot", "mermaid", "json"), default="dot")
 
     sub.add_parser("validate", parents=[common], help="check every spec, label, Dockerfile and stage")
+
+    sc = sub.add_parser("cache", parents=[common], help="the target cache: `imgbuild cache stats`")
+    sc.add_argument("action", choices=("stats",))
+    sc.add_argument("--json", action="store_true")
 
     ss = sub.add_parser("schema", help="print a JSON Schema of a file format")
     ss.add_argument("kind", nargs="?", choices=("workspace", "build", "report"), default="build")

@@ -92,6 +92,9 @@ class MirroredStore:
     def put_blob(self, digest: str, path: Path) -> bool:
         return self.remote().put_blob(digest, path)
 
+    def entries_for(self, label: str, *, limit: int | None = None) -> list[CacheEntry]:
+        return self.remote().entries_for(label, limit=limit)
+
     def get_blob(self, digest: str, dest: Path) -> bool:
         return self.remote().get_blob(digest, dest)
 
@@ -132,6 +135,11 @@ class TargetCache:
 
     def lookup(self, target: Target, key: str) -> CacheEntry | None:
         return self.store_for(target).get(key, label=str(target.label))
+
+    def previous(self, target: Target) -> CacheEntry | None:
+        """The newest entry of the same target (for explaining a rebuild), if any."""
+        found = self.store_for(target).entries_for(str(target.label), limit=1)
+        return found[0] if found else None
 
     def restore(self, target: Target, entry: CacheEntry, name: str) -> bool:
         """Fetch the entry's blobs and load the image as ``name``; False (with a warning) if it cannot."""

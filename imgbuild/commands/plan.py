@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from imgbuild.commands import load_graph, patterns
-from imgbuild.plan import make_plan, target_dict
+from imgbuild.graph import TargetGraph
+from imgbuild.plan import Plan, make_plan, target_dict
 
 
 def main(args: argparse.Namespace) -> int:
@@ -15,6 +17,8 @@ def main(args: argparse.Namespace) -> int:
     plan = make_plan(graph, patterns(args.patterns, current))
     ws = graph.workspace
     out = sys.stdout
+    if args.explain:
+        return _explain(graph, plan, json_out=args.json)
     if args.json:
         doc = {
             "workspace": str(ws.root),
@@ -42,4 +46,49 @@ def main(args: argparse.Namespace) -> int:
         lines.append("     " + "  ".join(details))
     lines.append(f"{len(plan.steps)} target(s), {sum(s.requested for s in plan.steps)} requested")
     out.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _explain(graph: TargetGraph, plan: Plan, *, json_out: bool) -> int:
+    """Per target: cached, or to build and why (what differs from its newest cache entry)."""
+    from imgbuild.build.images import Images
+    from imgbuild.cache.targets import TargetCache
+    from imgbuild.commands.build import compute_inputs
+    from imgbuild.explain import diff_inputs
+
+    ws = graph.workspace
+    inputs = compute_inputs(graph, plan, dict(os.environ))
+    warnings: list[str] = []
+    cache = TargetCache(ws, Images(), warn=warnings.append)
+    rows = []
+    for step in plan.steps:
+        t = step.target
+        label = str(t.label)
+        key = inputs[label].key()
+        entry = cache.lookup(t, key)
+        if entry is not None:
+            rows.append({"label": label, "input_digest": key, "state": "cached", "image_id": entry.image_id,
+                         "reasons": []})
+            continue
+        previous = cache.previous(t)
+        if previous is None:
+            reasons = ["never built with this cache"]
+        else:
+            try:
+                old = json.loads(previous.inputs)
+            except ValueError:
+                old = {}
+            reasons = diff_inputs(old, inputs[label].manifest(), dep_labels={a: str(d) for a, d in t.deps}) \
+                or ["inputs differ in a way not recorded by the previous entry"]
+        rows.append({"label": label, "input_digest": key, "state": "build", "image_id": None, "reasons": reasons})
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if json_out:
+        json.dump({"targets": rows}, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return 0
+    for row in rows:
+        print(f"{row['label']}: {'cached' if row['state'] == 'cached' else 'to build'}  ({row['input_digest'][:19]})")
+        for reason in row["reasons"]:
+            print(f"    {reason}")
     return 0

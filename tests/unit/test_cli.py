@@ -96,3 +96,12 @@ def test_outside_a_workspace(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, "plan", "//...")
     assert code == 2 and "no imgbuild.yaml found" in err and "--workspace" in err
+
+
+def test_explain_says_why(capsys: pytest.CaptureFixture[str], make_ws: WorkspaceFactory) -> None:
+    root = make_ws({"a/BUILD.yaml": "apps: {a: {build_args: {X: '1'}}}\n", "a/Dockerfile": "FROM busybox:1.36\n",
+                    "a/app.txt": "one\n"})
+    code, out, _ = run(capsys, "plan", "--explain", "-w", str(root), "//...")
+    assert code == 0 and "//a:a: to build" in out and "never built with this cache" in out
+    code, out, _ = run(capsys, "cache", "stats", "-w", str(root), "--json")
+    assert code == 0 and json.loads(out)[0]["entries"] == 0
