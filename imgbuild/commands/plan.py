@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from typing import Any
 
 from imgbuild.commands import load_graph, patterns
 from imgbuild.graph import TargetGraph
@@ -60,7 +61,7 @@ def _explain(graph: TargetGraph, plan: Plan, *, json_out: bool) -> int:
     inputs = compute_inputs(graph, plan, dict(os.environ))
     warnings: list[str] = []
     cache = TargetCache(ws, Images(), warn=warnings.append)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for step in plan.steps:
         t = step.target
         label = str(t.label)
