@@ -34,12 +34,20 @@ def read(root: Path) -> GitInfo:
         except proc.ProcessError:
             return ""
 
-    sha = q("rev-parse", "--verify", "-q", "HEAD")
-    branch = q("symbolic-ref", "-q", "--short", "HEAD")
-    tag = q("describe", "--tags", "--exact-match") if sha else ""
-    dirty = bool(q("status", "--porcelain", "--untracked-files=normal", "--", str(root))) if top else False
-    remote = q("config", "--get", "remote.origin.url")
-    return GitInfo(sha=sha, branch=branch, tag=tag, dirty=dirty, remote_url=_public_url(remote))
+    # Independent questions, asked at once: each git process costs ~20 ms, a no-op build ~100 ms in all.
+    from concurrent.futures import ThreadPoolExecutor
+
+    questions = {
+        "sha": ("rev-parse", "--verify", "-q", "HEAD"),
+        "branch": ("symbolic-ref", "-q", "--short", "HEAD"),
+        "tag": ("describe", "--tags", "--exact-match", "HEAD"),
+        "status": ("status", "--porcelain", "--untracked-files=normal", "--", str(root)),
+        "remote": ("config", "--get", "remote.origin.url"),
+    }
+    with ThreadPoolExecutor(max_workers=len(questions)) as pool:
+        answers = dict(zip(questions, pool.map(lambda args: q(*args), questions.values())))
+    return GitInfo(sha=answers["sha"], branch=answers["branch"], tag=answers["tag"] if answers["sha"] else "",
+                   dirty=bool(answers["status"]) if top else False, remote_url=_public_url(answers["remote"]))
 
 
 def _public_url(url: str) -> str:

@@ -36,6 +36,17 @@ def run(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | N
     return proc.stdout
 
 
+def run_unchecked(argv: Sequence[str], *, cwd: Path | None = None, timeout: float = 120.0) -> tuple[int, str, str]:
+    """Run a short command; its exit status, stdout and stderr (a missing program is status 127)."""
+    try:
+        proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        return 127, "", f"{argv[0]}: command not found"
+    except subprocess.TimeoutExpired:
+        return 124, "", f"timed out after {timeout:.0f}s"
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 def stream(argv: Sequence[str], *, on_line: Callable[[str], None], stop: threading.Event | None = None,
            cwd: Path | None = None, env: dict[str, str] | None = None, grace: float = 5.0) -> int:
     """Run a long command, passing each output line (stdout and stderr merged) to ``on_line``.

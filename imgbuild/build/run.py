@@ -25,6 +25,7 @@ from imgbuild.scheduler import Event, Job, JobResult, Status, run_jobs
 from imgbuild.tags import TagContext, render
 
 if TYPE_CHECKING:
+    from imgbuild.cache.entry import CacheEntry
     from imgbuild.cache.targets import ImageStore, TargetCache
     from imgbuild.digest import Inputs
 
@@ -103,13 +104,18 @@ def execute(
         return plan_request(target, ws, dep_refs=dep_refs, git=git, created=started_at, tags=tags,
                             environ=environ, builder=options.builder, named_contexts=options.named_contexts)
 
+    # Look every target up before scheduling: keys are known (they derive from inputs, not from
+    # images), lookups run in parallel, and one engine call then says which cached images are here.
+    hits = _lookups(plan, cache, inputs, options) if cache is not None and inputs is not None else {}
+    on_engine = images.inspect_many([e.image_id for e in hits.values()])
+
     def from_cache(target: Target, key: str, tags: tuple[str, ...]) -> Built | None:
         assert cache is not None
-        entry = cache.lookup(target, key)
-        if entry is None:
+        entry = hits.get(str(target.label))
+        if entry is None or entry.key != key:
             return None
         ref = local_tag(target, entry.image_id)
-        existing = images.inspect(entry.image_id)
+        existing = on_engine.get(entry.image_id)
         if existing is not None:
             status = "cached"
         elif cache.restore(target, entry, ref):
@@ -166,6 +172,19 @@ def execute(
         started=started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         duration=time.monotonic() - t0,
     )
+
+
+def _lookups(plan: Plan, cache: TargetCache, inputs: dict[str, Inputs],
+             options: BuildOptions) -> dict[str, CacheEntry]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    wanted = [s.target for s in plan.steps if str(s.target.label) not in options.rebuild]
+
+    def one(t: Target) -> tuple[str, CacheEntry | None]:
+        return str(t.label), cache.lookup(t, inputs[str(t.label)].key())
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as pool:
+        return {label: e for label, e in pool.map(one, wanted) if e is not None}
 
 
 def _line_writer(log: object) -> Callable[[str], None]:

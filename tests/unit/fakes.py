@@ -47,12 +47,14 @@ class FakeImages:
         self.lock = threading.Lock()
         self.loaded: list[str] = []
 
-    def inspect(self, ref: str) -> frozenset[str] | None:
+    def inspect_many(self, refs: list[str]) -> dict[str, frozenset[str]]:
         with self.lock:
-            image_id = self.refs.get(ref, ref if ref in self.refs.values() else None)
-            if image_id is None:
-                return None
-            return frozenset(r for r, i in self.refs.items() if i == image_id)
+            out = {}
+            for ref in refs:
+                image_id = self.refs.get(ref, ref if ref in self.refs.values() else None)
+                if image_id is not None:
+                    out[ref] = frozenset(r for r, i in self.refs.items() if i == image_id)
+            return out
 
     def tag(self, image_id: str, ref: str) -> None:
         with self.lock:
