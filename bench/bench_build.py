@@ -1,0 +1,340 @@
+"""Benchmark a cold ``imgbuild build`` against ``docker buildx bake`` on the same small image graph.
+
+Run: python bench/bench_build.py [--runs 3] [-j J] [--apps 8] [--sleep 2] [--rev HEAD] [--keep]
+
+What it measures. A generated workspace (in a temporary directory) holds one base image and
+``--apps`` apps built ``FROM`` it. Every Dockerfile has a real ``RUN`` step that sleeps ``--sleep``
+seconds and writes a file (``/base.txt`` in the base, ``/out`` in each app), so the build does real
+work in BuildKit; each app writes its own name, so BuildKit cannot merge the apps' steps into one.
+The same graph is built two ways, both loading the results into the engine's image store:
+
+* ``imgbuild build //... -j J``: the workspace's ``imgbuild.yaml`` and ``BUILD.yaml`` files (each app
+  has ``deps: {BASE_IMAGE: //base}``), one ``docker buildx build --load`` per target;
+* ``docker buildx bake``: a generated ``docker-bake.hcl`` with the base target and one target per app
+  that depends on it the bake way (``contexts = { "base-image" = "target:base" }``, the name the
+  app's ``FROM ${BASE_IMAGE}`` resolves to), all with ``output = ["type=docker"]``. Bake has no
+  parallelism limit: it starts every target at once, so ``-j`` defaults to apps + 1 for imgbuild.
+
+Every measured build is cold: before it, the bench's images are removed, the build cache is wiped
+(``docker buildx prune -af``), so is the workspace's ``.imgbuild/`` (imgbuild's target cache and stat
+cache), and a new cache-busting build arg ``BUST`` is written into both tools' files (every ``RUN``
+echoes it; it is also one of imgbuild's target inputs, so its target cache cannot hit). Only
+``busybox:1.36`` stays in the engine. The tools run alternately (imgbuild, bake, imgbuild, bake,
+...), ``--runs`` times each, timed as the wall-clock time of the whole command. A first, untimed
+round builds with each tool and checks the result, so the timing never measures a no-op; after
+every timed run the images are checked again: each one exists, and one app, run as a container,
+prints this run's ``BUST`` from its own and its base's layer. At the end the bench's images are removed.
+
+It prints each run, the medians and the ratio imgbuild / bake (goal: <= 1.0), the critical-path
+lower bound (the sleeps alone, one base step then the apps in waves of J), and where imgbuild's
+time goes, from its ``--json`` report: "setup", the wall time minus the report's duration (process
+start, imports, loading the specs, git, what runs before the first build starts), the base target,
+and the apps (from the base's end to the last app's). The machine's load average is printed too:
+the engine is shared, and a busy machine slows both tools.
+
+Needs a Docker engine with buildx (``docker info``; in this repository:
+``eval "$(scripts/dev-services up)"``) and ``busybox:1.36`` available to it. It touches only images
+named ``imgbench-<random>-...``, plus the builder's cache (``docker buildx prune -af``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_IMAGE_FROM = "busybox:1.36"
+CONTEXT_NAME = "base-image"  # the name an app's FROM ${BASE_IMAGE} resolves to under bake
+
+
+# ---------------------------------------------------------------------------------------------------
+# The workspace
+
+
+@dataclass(frozen=True)
+class Bench:
+    root: Path  # the generated workspace
+    prefix: str  # every image this bench makes starts with it
+    apps: tuple[str, ...]
+    sleep: float
+    src: Path  # the directory holding the imgbuild package that is measured
+
+    def image(self, tool: str, target: str) -> str:
+        """The repository name ``tool`` ("ib" or "bake") gives ``target`` ("base" or an app)."""
+        return f"{self.prefix}-{tool}-{target}"
+
+    def refs(self, tool: str) -> list[str]:
+        return [f"{self.image(tool, t)}:latest" for t in ("base", *self.apps)]
+
+
+def write_workspace(root: Path, *, prefix: str, n_apps: int, sleep: float, src: Path) -> Bench:
+    """Write the Dockerfiles and BUILD.yaml files shared by both tools (the BUST files come per run)."""
+    apps = tuple(f"app{i:02d}" for i in range(1, n_apps + 1))
+    bench = Bench(root=root, prefix=prefix, apps=apps, sleep=sleep, src=src)
+    (root / "base").mkdir(parents=True)
+    (root / "base" / "BUILD.yaml").write_text(
+        f"apps:\n  base:\n    image: {bench.image('ib', 'base')}\n")
+    (root / "base" / "Dockerfile").write_text(
+        f"FROM {BASE_IMAGE_FROM}\n"
+        "ARG BUST\n"
+        f'RUN sleep {sleep:g} && echo "base ${{BUST}}" > /base.txt\n')
+    for app in apps:
+        d = root / "apps" / app
+        d.mkdir(parents=True)
+        (d / "BUILD.yaml").write_text(
+            f"apps:\n  {app}:\n    image: {bench.image('ib', app)}\n"
+            "    deps:\n      BASE_IMAGE: //base\n")
+        (d / "Dockerfile").write_text(
+            "ARG BASE_IMAGE\n"
+            "FROM ${BASE_IMAGE}\n"
+            "ARG BUST\n"
+            f'RUN sleep {sleep:g} && echo "{app} ${{BUST}}" > /out\n')
+    return bench
+
+
+def write_run_files(bench: Bench, bust: str) -> None:
+    """The files that change every run: the workspace file and the bake file, both carrying ``bust``."""
+    (bench.root / "imgbuild.yaml").write_text(
+        "version: 1\n"
+        f"concurrency: {len(bench.apps) + 1}\n"
+        "defaults:\n"
+        "  tags: [latest]\n"
+        f"  build_args:\n    BUST: {json.dumps(bust)}\n")
+    q = json.dumps  # an HCL string literal is a JSON string here (no "${" inside)
+    names = ["base", *bench.apps]
+    blocks = [f"group \"default\" {{\n  targets = [{', '.join(q(n) for n in names)}]\n}}\n",
+              f"target \"base\" {{\n"
+              f"  context    = \"base\"\n"
+              f"  dockerfile = \"Dockerfile\"\n"
+              f"  args       = {{ BUST = {q(bust)} }}\n"
+              f"  tags       = [{q(bench.image('bake', 'base') + ':latest')}]\n"
+              f"  output     = [\"type=docker\"]\n"
+              f"}}\n"]
+    for app in bench.apps:
+        blocks.append(
+            f"target {q(app)} {{\n"
+            f"  context    = {q('apps/' + app)}\n"
+            f"  dockerfile = \"Dockerfile\"\n"
+            f"  contexts   = {{ {q(CONTEXT_NAME)} = \"target:base\" }}\n"
+            f"  args       = {{ BASE_IMAGE = {q(CONTEXT_NAME)}, BUST = {q(bust)} }}\n"
+            f"  tags       = [{q(bench.image('bake', app) + ':latest')}]\n"
+            f"  output     = [\"type=docker\"]\n"
+            f"}}\n")
+    (bench.root / "docker-bake.hcl").write_text("\n".join(blocks))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The engine
+
+
+def docker(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, check=check)
+
+
+def bench_images(prefix: str) -> list[str]:
+    out = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout.split()
+    return [ref for ref in out if ref.startswith(prefix + "-")]
+
+
+def remove_images(prefix: str) -> None:
+    refs = bench_images(prefix)
+    if refs:
+        docker("image", "rm", "--force", *refs, check=False)
+
+
+def make_cold(bench: Bench, bust: str) -> None:
+    """No image, no build cache, no imgbuild state and a new BUST: nothing the next build could reuse."""
+    remove_images(bench.prefix)
+    docker("buildx", "prune", "-af")
+    shutil.rmtree(bench.root / ".imgbuild", ignore_errors=True)  # imgbuild's target cache, stat cache, logs
+    write_run_files(bench, bust)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The tools
+
+
+@dataclass(frozen=True)
+class Timing:
+    tool: str
+    wall: float
+    report: dict[str, Any] | None = None  # imgbuild's --json report
+
+
+def run_logged(argv: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None = None) -> float:
+    """Run ``argv``, output to ``log``; return the wall time. A failure prints the log's tail and exits."""
+    with log.open("w") as out:
+        t0 = time.perf_counter()
+        code = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              env=env).returncode
+        wall = time.perf_counter() - t0
+    if code != 0:
+        tail = log.read_text(errors="replace").splitlines()[-30:]
+        sys.exit(f"bench: {' '.join(argv[:4])} ... exited with {code}; last lines of {log}:\n" + "\n".join(tail))
+    return wall
+
+
+def export_rev(rev: str, dest: Path) -> Path:
+    """``rev`` of this repository as a plain source tree in ``dest`` (``git archive``: the work tree is untouched)."""
+    dest.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, "imgbuild", "specs"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def run_imgbuild(bench: Bench, jobs: int, logs: Path, n: int) -> Timing:
+    report = logs / f"imgbuild-{n}.json"
+    src = str(bench.src)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
+    argv = [sys.executable, "-m", "imgbuild", "build", "//...", "-j", str(jobs), "--progress", "plain",
+            "--json", str(report)]
+    wall = run_logged(argv, cwd=bench.root, log=logs / f"imgbuild-{n}.log", env=env)
+    return Timing("imgbuild", wall, json.loads(report.read_text()))
+
+
+def run_bake(bench: Bench, jobs: int, logs: Path, n: int) -> Timing:
+    argv = ["docker", "buildx", "bake", "--file", "docker-bake.hcl", "--progress", "plain"]
+    return Timing("bake", run_logged(argv, cwd=bench.root, log=logs / f"bake-{n}.log"))
+
+
+TOOLS = {"imgbuild": ("ib", run_imgbuild), "bake": ("bake", run_bake)}
+
+
+def verify(bench: Bench, tool: str, bust: str, app: str, timing: Timing) -> None:
+    """Every image exists, and ``app`` carries this run's base and app layers: the build was real."""
+    short = TOOLS[tool][0]
+    inspect = docker("image", "inspect", "--format", "{{.Id}}", *bench.refs(short), check=False)
+    if inspect.returncode != 0:
+        sys.exit(f"bench: {tool} did not produce every image: {inspect.stderr.strip()}")
+    ref = f"{bench.image(short, app)}:latest"
+    got = docker("run", "--rm", ref, "cat", "/base.txt", "/out", check=False).stdout.split("\n")[:2]
+    want = [f"base {bust}", f"{app} {bust}"]
+    if got != want:
+        sys.exit(f"bench: {ref} holds {got}, expected {want}: the build did not run this time")
+    if timing.report is not None:
+        built = [t for t in timing.report["targets"] if t["status"] == "built"]
+        if len(built) != len(bench.apps) + 1:
+            sys.exit(f"bench: imgbuild's report lists {len(built)} targets built, expected {len(bench.apps) + 1}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reporting
+
+
+def load() -> str:
+    return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def lower_bound(bench: Bench, jobs: int) -> float:
+    """The sleeps on the critical path: the base step, then the apps in waves of ``jobs``."""
+    return bench.sleep + math.ceil(len(bench.apps) / min(jobs, len(bench.apps))) * bench.sleep
+
+
+def breakdown(report: dict[str, Any], wall: float) -> tuple[float, float, float]:
+    """(setup: wall - report duration, the base target, everything after the base) from an imgbuild report."""
+    base = next(t["duration_s"] for t in report["targets"] if t["label"] == "//base:base")
+    return wall - report["duration_s"], base, report["duration_s"] - base
+
+
+def print_table(results: list[tuple[int, Timing]], bench: Bench, jobs: int) -> None:
+    bounds = {"imgbuild": lower_bound(bench, jobs), "bake": lower_bound(bench, len(bench.apps) + 1)}
+    print()
+    print(f"{'run':>3}  {'tool':<8}  {'wall':>6}  {'vs bound':>8}   imgbuild: setup   base  apps")
+    for n, t in results:
+        extra = ""
+        if t.report is not None:
+            start, base, apps = breakdown(t.report, t.wall)
+            extra = f"   {start:14.2f}s {base:5.2f}s {apps:4.2f}s"
+        print(f"{n:>3}  {t.tool:<8}  {t.wall:5.2f}s  {t.wall - bounds[t.tool]:+7.2f}s{extra}")
+    med = {tool: statistics.median(t.wall for _, t in results if t.tool == tool) for tool in TOOLS}
+    print()
+    for tool in TOOLS:
+        walls = [t.wall for _, t in results if t.tool == tool]
+        print(f"median {tool:<8}   {med[tool]:5.2f}s  (min {min(walls):.2f}s, max {max(walls):.2f}s)")
+    waves = math.ceil(len(bench.apps) / min(jobs, len(bench.apps)))
+    print(f"lower bound         {bounds['imgbuild']:5.2f}s  (the RUN sleeps on the critical path: {bench.sleep:g}s base"
+          f" + {waves} x {bench.sleep:g}s apps at -j {jobs}"
+          + (f"; bake, all apps at once: {bounds['bake']:.2f}s" if bounds["bake"] != bounds["imgbuild"] else "")
+          + ")")
+    ratio = med["imgbuild"] / med["bake"]
+    print(f"ratio imgbuild/bake {ratio:.3f}  ({'OK' if ratio <= 1.0 else 'SLOWER than bake'}: goal <= 1.0)")
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3, help="timed builds per tool (default: 3)")
+    ap.add_argument("-j", "--jobs", type=int, default=None,
+                    help="imgbuild -j (default: apps + 1, i.e. all at once, as bake builds)")
+    ap.add_argument("--apps", type=int, default=8, help="apps built FROM the base (default: 8)")
+    ap.add_argument("--sleep", type=float, default=2.0, help="seconds each RUN step sleeps (default: 2)")
+    ap.add_argument("--rev", metavar="REV",
+                    help="measure imgbuild as committed at REV (e.g. HEAD) instead of the work tree")
+    ap.add_argument("--keep", action="store_true", help="keep the workspace and logs (the path is printed)")
+    args = ap.parse_args()
+    if args.runs < 1 or args.apps < 1 or (args.jobs is not None and args.jobs < 1):
+        ap.error("--runs, --apps and -j must be at least 1")
+    jobs = args.jobs or args.apps + 1
+
+    if docker("info", "--format", "{{.ServerVersion}}", check=False).returncode != 0:
+        sys.exit('bench: no Docker engine (in this repository: eval "$(scripts/dev-services up)")')
+    bx = docker("buildx", "version").stdout.strip()
+    print(f"engine {docker('info', '--format', '{{.ServerVersion}}').stdout.strip()}, {bx}; "
+          f"{os.cpu_count()} CPUs, {load()}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="imgbench-"))
+    prefix = f"imgbench-{secrets.token_hex(3)}"
+    src = export_rev(args.rev, tmp / "src") if args.rev else REPO
+    bench = write_workspace(tmp / "ws", prefix=prefix, n_apps=args.apps, sleep=args.sleep, src=src)
+    logs = tmp / "logs"
+    logs.mkdir()
+    print(f"workspace {bench.root}: base + {args.apps} apps, RUN sleep {args.sleep:g}; imgbuild -j {jobs}; "
+          f"images {prefix}-*")
+    print(f"imgbuild from {src}" + (f" (git archive {args.rev})" if args.rev else ""))
+    try:
+        # Untimed: each tool once, checked, so a broken setup fails here rather than timing nothing.
+        for tool, (_, runner) in TOOLS.items():
+            bust = secrets.token_hex(4)
+            make_cold(bench, bust)
+            timing = runner(bench, jobs, logs, 0)
+            verify(bench, tool, bust, bench.apps[-1], timing)
+            print(f"  check  {tool:<8} {timing.wall:5.2f}s  ok: {args.apps + 1} images, "
+                  f"{bench.apps[-1]} has this build's layers")
+
+        results: list[tuple[int, Timing]] = []
+        for n in range(1, args.runs + 1):
+            for tool in TOOLS:  # alternately: imgbuild, bake, imgbuild, bake, ...
+                bust = secrets.token_hex(4)
+                make_cold(bench, bust)
+                timing = TOOLS[tool][1](bench, jobs, logs, n)
+                verify(bench, tool, bust, bench.apps[(n - 1) % len(bench.apps)], timing)
+                results.append((n, timing))
+                print(f"  run {n}  {tool:<8} {timing.wall:5.2f}s", flush=True)
+        print_table(results, bench, jobs)
+        print(load())
+    finally:
+        remove_images(prefix)
+        if args.keep:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
