@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import threading
 from collections import deque
@@ -134,6 +135,9 @@ def _with_metadata(request: BuildRequest, path: str) -> BuildRequest:
 
 
 def _first_line(exc: BaseException) -> str:
+    found = re.search(r"(Cannot connect to the Docker daemon[^'\n]*|permission denied[^'\n]*)", str(exc))
+    if found:
+        return found.group(1)
     text = str(exc).strip().splitlines()
     # python-on-whales puts the command first and the daemon's message last
     useful = [ln for ln in text if "Cannot connect" in ln or "error" in ln.lower()]

@@ -76,6 +76,7 @@ def execute(
     progress: Progress,
     inputs: dict[str, Inputs] | None = None,
     cache: TargetCache | None = None,
+    check_engine: Callable[[], object] | None = None,
     now: datetime | None = None,
 ) -> RunResult:
     """Build every step of ``plan``, dependencies first, at most ``options.parallelism`` at once.
@@ -108,6 +109,8 @@ def execute(
     # images), lookups run in parallel, and one engine call then says which cached images are here.
     hits = _lookups(plan, cache, inputs, options) if cache is not None and inputs is not None else {}
     on_engine = images.inspect_many([e.image_id for e in hits.values()])
+    if check_engine is not None and len(hits) < len(plan.steps):
+        check_engine()  # something will be built: no engine or no buildx is exit 3 now, not a failed target
 
     def from_cache(target: Target, key: str, tags: tuple[str, ...]) -> Built | None:
         assert cache is not None

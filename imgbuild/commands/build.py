@@ -11,13 +11,13 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from imgbuild import git as gitinfo
-from imgbuild.build.executor import BuildOutput, BuildxExecutor
+from imgbuild.build.executor import BuildxExecutor
 from imgbuild.build.images import Images
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
-from imgbuild.build.request import BuildRequest, plan_request
+from imgbuild.build.request import plan_request
 from imgbuild.build.results import write_report
 from imgbuild.build.run import BuildOptions, execute, local_tags
 from imgbuild.commands import load_graph, patterns
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
     rebuild = {str(s.target.label) for s in plan.steps} if args.no_cache else set()
     if args.rebuild:
         rebuild |= {str(lb) for lb in graph.select(patterns(args.rebuild, current))}
-    executor = LazyCheckedExecutor(BuildxExecutor())
+    executor = BuildxExecutor()
     images = Images()
     stop = threading.Event()
     progress = _progress(args.progress, len(plan.steps))
@@ -82,7 +82,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         with _stop_on_signals(stop):
             result = execute(plan, ws, executor, images=images, options=options, git=git, environ=environ,
-                             stop=stop, progress=progress, inputs=inputs, cache=cache)
+                             stop=stop, progress=progress, inputs=inputs, cache=cache, check_engine=executor.check)
     finally:
         progress.close()
     if args.json:
@@ -107,23 +107,6 @@ def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> d
     except OSError:
         pass  # only a speed-up: the next run rehashes
     return {str(lb): i for lb, i in found.items()}
-
-
-class LazyCheckedExecutor:
-    """Checks the engine (exit status 3 with advice) only when something really has to be built."""
-
-    def __init__(self, inner: BuildxExecutor) -> None:
-        self.inner = inner
-        self._checked = False
-        self._lock = threading.Lock()
-
-    def build(self, request: BuildRequest, *, log: Callable[[str], None],
-              stop: threading.Event | None) -> BuildOutput:
-        with self._lock:
-            if not self._checked:
-                self.inner.check()
-                self._checked = True
-        return self.inner.build(request, log=log, stop=stop)
 
 
 def _progress(mode: str, total: int) -> Progress:
