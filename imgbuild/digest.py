@@ -74,9 +74,11 @@ class Inputs:
         }
 
     def key(self) -> str:
-        # The label is not part of the key: two targets with identical inputs build identical images.
+        # Neither the label nor where the Dockerfile lies is part of the key: two targets with the same
+        # inputs build the same image, and moving a package does not invalidate it.
         m = self.manifest()
         del m["label"]
+        m["dockerfile"] = m["dockerfile"]["digest"]
         return sha256_text(canonical_json(m))
 
 
