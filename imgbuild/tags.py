@@ -61,9 +61,10 @@ def render(template: str, ctx: TagContext) -> str:
 def _lookup(name: str, ctx: TagContext) -> str:
     now = ctx.now.astimezone(timezone.utc)
     parts = ctx.version.lstrip("v").split(".") if ctx.version else []
+    dirty = "-dirty" if ctx.git.dirty else ""  # a dirty tree is visible in the tags it produces
     table = {
-        "git.sha": ctx.git.sha,
-        "git.short_sha": ctx.git.short_sha,
+        "git.sha": ctx.git.sha + dirty if ctx.git.sha else "",
+        "git.short_sha": ctx.git.short_sha + dirty if ctx.git.sha else "",
         "git.branch": ctx.git.branch,
         "git.tag": ctx.git.tag,
         "date": now.strftime("%Y%m%d"),

@@ -69,6 +69,14 @@ class Images:
     def tag(self, image_id: str, ref: str) -> None:
         proc.run([self.docker, "image", "tag", image_id, ref])
 
+    def push(self, ref: str) -> None:
+        """``docker push ref``; the engine's own error text on failure (for the retry decision)."""
+        from imgbuild.push import PushError
+
+        code, out, err = proc.run_unchecked([self.docker, "push", ref], timeout=900)
+        if code != 0:
+            raise PushError((err.strip() or out.strip()).splitlines()[-1] if (err or out).strip() else f"exit {code}")
+
     def save(self, ref: str, workdir: Path) -> SavedImage:
         """``docker save`` ``ref`` into ``workdir`` as an OCI layout."""
         tar_path = workdir / "image.tar"

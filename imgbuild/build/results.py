@@ -22,6 +22,8 @@ class TargetResult:
     error: str | None = None
     log_tail: tuple[str, ...] = ()
     input_digest: str | None = None
+    pushed: tuple[str, ...] = ()  # repo@sha256:... references verified in the registries
+    metadata: str = "{}"  # buildx's metadata of the build (JSON), "{}" when not built here
 
     @property
     def ok(self) -> bool:
@@ -39,6 +41,7 @@ class TargetResult:
             "tags": list(self.tags),
             "log": self.log_path,
             "error": self.error,
+            "pushed": list(self.pushed),
         }
 
 
@@ -52,6 +55,41 @@ class RunResult:
     @property
     def ok(self) -> bool:
         return not self.interrupted and all(t.ok for t in self.targets)
+
+
+def with_push(result: RunResult, pushes: dict[str, tuple[tuple[str, ...], str | None]]) -> RunResult:
+    """``result`` with each target's pushed references, and a push error as a failure of that target."""
+    from dataclasses import replace
+
+    out = []
+    for t in result.targets:
+        if t.label in pushes:
+            pushed, error = pushes[t.label]
+            t = replace(t, pushed=pushed)
+            if error:
+                t = replace(t, status="failed", error=f"push failed: {error}")
+        out.append(t)
+    return replace(result, targets=tuple(out))
+
+
+def write_metadata(result: RunResult, path: Path, refs: dict[str, str]) -> None:
+    """buildx's own ``--metadata-file`` keys per target, plus imgbuild's, keyed by label."""
+    doc: dict[str, Any] = {}
+    for t in result.targets:
+        meta = json.loads(t.metadata or "{}")
+        entry = {k: v for k, v in meta.items() if k.startswith(("containerimage.", "image.name"))}
+        if t.digest and "containerimage.digest" not in entry:
+            entry["containerimage.digest"] = t.digest
+        if "image.name" not in entry and refs.get(t.label):
+            entry["image.name"] = refs[t.label]
+        entry.update({"imgbuild.label": t.label, "imgbuild.status": t.status, "imgbuild.input_digest": t.input_digest,
+                      "imgbuild.rebuilt": t.status == "built", "imgbuild.image_id": t.image_id,
+                      "imgbuild.tags": list(t.tags), "imgbuild.pushed": list(t.pushed),
+                      "imgbuild.duration_s": None if t.duration is None else round(t.duration, 3),
+                      "imgbuild.log": t.log_path})
+        doc[t.label] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def write_report(result: RunResult, path: Path) -> None:

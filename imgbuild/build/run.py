@@ -47,6 +47,7 @@ class Built:
     image_id: str
     digest: str | None
     tags: tuple[str, ...]
+    metadata: str = "{}"  # buildx's --metadata-file content for built targets
 
 
 def log_path(logs_dir: Path, target: Target) -> Path:
@@ -77,12 +78,14 @@ def execute(
     inputs: dict[str, Inputs] | None = None,
     cache: TargetCache | None = None,
     check_engine: Callable[[], object] | None = None,
+    after_build: Callable[[Target, Built], None] | None = None,
     now: datetime | None = None,
 ) -> RunResult:
     """Build every step of ``plan``, dependencies first, at most ``options.parallelism`` at once.
 
     ``inputs`` (label -> input digest) and ``cache`` enable the target cache; without them every
-    target is built.
+    target is built. ``after_build`` runs in the target's job once its image is ready (built, cached
+    or restored); raising there fails the target and so skips its dependants.
     """
     started_at = now or datetime.now(timezone.utc)
     t0 = time.monotonic()
@@ -136,6 +139,8 @@ def execute(
         if cache is not None and key is not None and job.key not in options.rebuild:
             hit = from_cache(target, key, tags)
             if hit is not None:
+                if after_build is not None:
+                    after_build(target, hit)
                 with lock:
                     built[job.key] = hit
                 return hit
@@ -155,7 +160,10 @@ def execute(
             cache.record(target, key=key, ref=ref, image_id=output.image_id, manifest_digest=output.digest,
                          config_digest=output.config_digest,
                          inputs=canonical_json(inputs[job.key].manifest()).decode())
-        result = Built(status="built", ref=ref, image_id=output.image_id, digest=output.digest, tags=tags)
+        result = Built(status="built", ref=ref, image_id=output.image_id, digest=output.digest, tags=tags,
+                       metadata=output.metadata)
+        if after_build is not None:
+            after_build(target, result)  # e.g. --push-as-ready: a failure here fails the target
         with lock:
             built[job.key] = result
         return result
@@ -203,7 +211,8 @@ def _target_result(r: JobResult, target: Target, logs_dir: Path, inputs: dict[st
     if r.status is Status.SUCCEEDED and isinstance(r.value, Built):
         log = str(log_path(logs_dir, target)) if r.value.status == "built" else None
         return TargetResult(label=r.key, status=r.value.status, duration=duration, image_id=r.value.image_id,
-                            digest=r.value.digest, tags=r.value.tags, log_path=log, input_digest=key)
+                            digest=r.value.digest, tags=r.value.tags, log_path=log, input_digest=key,
+                            metadata=r.value.metadata)
     log = str(log_path(logs_dir, target)) if r.started is not None else None
     if r.status is Status.FAILED and isinstance(r.exception, BuildInterrupted):
         return TargetResult(label=r.key, status="cancelled", duration=duration, log_path=log, error="interrupted",

@@ -11,22 +11,25 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from imgbuild import git as gitinfo
 from imgbuild.build.executor import BuildxExecutor
 from imgbuild.build.images import Images
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
 from imgbuild.build.request import plan_request
-from imgbuild.build.results import write_report
-from imgbuild.build.run import BuildOptions, execute, local_tags
+from imgbuild.build.results import RunResult, with_push, write_metadata, write_report
+from imgbuild.build.run import BuildOptions, Built, execute, local_tags
 from imgbuild.commands import load_graph, patterns
 from imgbuild.cache.targets import TargetCache
 from imgbuild.digest import Hasher, Inputs
 from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, ImgbuildError
 from imgbuild.fileset import FilesetError
 from imgbuild.graph import TargetGraph
-from imgbuild.model import Workspace
+from imgbuild.labels import Label
+from imgbuild.push import PushError, Pusher, immutable_conflicts, plan_push
+from imgbuild.registry import RegistryClient
+from imgbuild.model import Target, Workspace
 from imgbuild.plan import Plan, make_plan
 from imgbuild.statcache import StatCache
 from imgbuild.tags import TagContext
@@ -44,6 +47,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cache", action="store_true", help="build every selected target, cached or not")
     p.add_argument("--rebuild", action="append", default=[], metavar="LABEL",
                    help="build this target even if it is cached (repeatable; a pattern)")
+    p.add_argument("--push", action="store_true",
+                   help="push targets with `push: true` to their registries once every selected target built")
+    p.add_argument("--push-as-ready", action="store_true",
+                   help="with --push: push each target as soon as it and its dependencies are done")
+    p.add_argument("--allow-dirty", action="store_true", help="allow --push from a work tree with changes")
+    p.add_argument("--metadata-file", type=Path, metavar="FILE",
+                   help="write buildx-style metadata (containerimage.digest, ...) per target")
     p.add_argument("--cache-read-only", action="store_true",
                    help="read the target cache but never write it (untrusted builds, e.g. forks' pull requests)")
 
@@ -68,6 +78,29 @@ def main(args: argparse.Namespace) -> int:
     if args.dry_run:
         _dry_run(plan, ws, git=git, environ=environ, builder=args.builder)
         return 0
+    if args.push_as_ready:
+        args.push = True
+    if args.push and git.dirty and not args.allow_dirty:
+        raise ImgbuildError("refusing to push from a work tree with uncommitted changes: the tags and the "
+                            "history would name a commit that does not hold what was built\n"
+                            "  hint: commit or stash the changes, or pass --allow-dirty (tags then end in -dirty)")
+    requested = {str(s.target.label) for s in plan.steps if s.requested}
+    pushing = {lb for lb in requested if graph.target(Label.parse(lb)).push} if args.push else set()
+    pusher = Pusher(Images(), RegistryClient(insecure_hosts=_insecure_hosts(ws))) if pushing else None
+    pushes: dict[str, tuple[tuple[str, ...], str | None]] = {}
+
+    def push_now(target: Target, built: Built) -> None:
+        """--push-as-ready: push inside the target's job; a refused or failed push fails the target."""
+        assert pusher is not None
+        plan_ = plan_push(target, ws, built.image_id, built.tags)
+        conflicts = immutable_conflicts([plan_], pusher.client)
+        if conflicts:
+            pushes[str(target.label)] = ((), "; ".join(conflicts))
+            raise PushError("; ".join(conflicts))
+        res = pusher.push(plan_)
+        pushes[str(target.label)] = (res.pushed, res.error)
+        if res.error:
+            raise PushError(res.error)
     inputs = compute_inputs(graph, plan, environ)
     rebuild = {str(s.target.label) for s in plan.steps} if args.no_cache else set()
     if args.rebuild:
@@ -82,11 +115,19 @@ def main(args: argparse.Namespace) -> int:
     try:
         with _stop_on_signals(stop):
             result = execute(plan, ws, executor, images=images, options=options, git=git, environ=environ,
-                             stop=stop, progress=progress, inputs=inputs, cache=cache, check_engine=executor.check)
+                             stop=stop, progress=progress, inputs=inputs, cache=cache, check_engine=executor.check,
+                             after_build=_only(pushing, push_now) if args.push_as_ready and pusher else None)
+            if pusher is not None and not args.push_as_ready and result.ok:
+                _push_after(result, graph, pusher, pushing, pushes, parallelism, progress)
+            elif pusher is not None and not args.push_as_ready:
+                progress.warn("not pushing anything: a target did not build (the registries are untouched)")
     finally:
         progress.close()
+    result = with_push(result, pushes)
     if args.json:
         write_report(result, args.json)
+    if args.metadata_file:
+        write_metadata(result, args.metadata_file, {t: (next(iter(p[0]), "") if p[0] else "") for t, p in pushes.items()})
     summary(result, sys.stderr)
     if result.interrupted:
         return EXIT_INTERRUPTED
@@ -107,6 +148,33 @@ def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> d
     except OSError:
         pass  # only a speed-up: the next run rehashes
     return {str(lb): i for lb, i in found.items()}
+
+
+def _insecure_hosts(ws: Workspace) -> frozenset[str]:
+    return frozenset(r.url.split("/", 1)[0] for r in ws.config.registries if r.insecure)
+
+
+def _only(labels: set[str], hook: Callable[[Target, Built], None]) -> Callable[[Target, Built], None]:
+    def run(target: Target, built: Built) -> None:
+        if str(target.label) in labels:
+            hook(target, built)
+
+    return run
+
+
+def _push_after(result: RunResult, graph: TargetGraph, pusher: Pusher, labels: set[str],
+                pushes: dict[str, tuple[tuple[str, ...], str | None]], parallelism: int, progress: Progress) -> None:
+    """Default --push: every target built, then check every immutable tag, then push all in parallel."""
+    ws = graph.workspace
+    plans = [plan_push(graph.target(Label.parse(t.label)), ws, t.image_id or "", t.tags)
+             for t in result.targets if t.label in labels]
+    conflicts = immutable_conflicts(plans, pusher.client)
+    if conflicts:
+        for p in plans:
+            pushes[p.label] = ((), "refused before pushing anything: " + "; ".join(conflicts))
+        return
+    for res in pusher.push_all(plans, parallelism):
+        pushes[res.label] = (res.pushed, res.error)
 
 
 def _progress(mode: str, total: int) -> Progress:

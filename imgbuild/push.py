@@ -1,0 +1,134 @@
+"""Pushing built images to their registries: by digest, in parallel, with retries, verified.
+
+Planning (which references each target goes to, and the immutable-tag check) is separate from doing;
+only :class:`Pusher` talks to the engine and the registries.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from imgbuild.model import Target, Workspace
+from imgbuild.registry import Reference, RegistryClient, RegistryError
+
+# Registry or network trouble worth another try; anything else (denied, unknown, invalid) is final.
+_TRANSIENT = re.compile(
+    r"(connection (reset|refused)|broken pipe|EOF|timeout|timed out|TLS handshake|i/o timeout|"
+    r"50[0234]|Service Unavailable|Bad Gateway|too many requests|429|no route to host)", re.IGNORECASE)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushPlan:
+    label: str
+    image_id: str  # with the containerd image store this is the digest the registry will hold
+    refs: tuple[Reference, ...]
+    immutable_hosts: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PushResult:
+    label: str
+    pushed: tuple[str, ...] = ()  # repo@sha256:... verified in the registry
+    tags: tuple[str, ...] = ()  # every full reference that now points at the image
+    uploaded: tuple[str, ...] = ()  # references this run pushed (the others were already there)
+    error: str | None = None
+
+
+def push_refs(target: Target, ws: Workspace, local_tags: tuple[str, ...]) -> tuple[Reference, ...]:
+    """``<registry url>/<image>:<tag>`` for each of the target's registries and rendered tags."""
+    tags = [t.rpartition(":")[2] for t in local_tags]
+    out = []
+    for name in target.registries:
+        url = ws.config.registry(name).url
+        out += [Reference.parse(f"{url}/{target.image}:{tag}") for tag in tags]
+    return tuple(out)
+
+
+def plan_push(target: Target, ws: Workspace, image_id: str, local_tags: tuple[str, ...]) -> PushPlan:
+    hosts = {ws.config.registry(n).url.split("/", 1)[0] for n in target.registries
+             if ws.config.registry(n).immutable_tags}
+    return PushPlan(label=str(target.label), image_id=image_id, refs=push_refs(target, ws, local_tags),
+                    immutable_hosts=frozenset(hosts))
+
+
+def immutable_conflicts(plans: list[PushPlan], client: RegistryClient) -> list[str]:
+    """Tags in immutable registries that already point at another digest (checked before any push)."""
+    problems = []
+    for plan in plans:
+        for ref in plan.refs:
+            if ref.host not in plan.immutable_hosts:
+                continue
+            try:
+                current = client.tag_digest(ref)
+            except RegistryError as exc:
+                problems.append(f"{plan.label}: cannot check immutable tag {ref}: {exc}")
+                continue
+            if current is not None and current != plan.image_id:
+                problems.append(f"{plan.label}: tag {ref} already points at {current}; this build is "
+                                f"{plan.image_id} and the registry's tags are immutable")
+    return problems
+
+
+class Engine(Protocol):
+    def tag(self, image_id: str, ref: str) -> None: ...
+    def push(self, ref: str) -> None: ...
+
+
+class Pusher:
+    def __init__(self, engine: Engine, client: RegistryClient, *, attempts: int = 4, backoff: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.engine = engine
+        self.client = client
+        self.attempts = attempts
+        self.backoff = backoff
+        self.sleep = sleep
+
+    def push(self, plan: PushPlan) -> PushResult:
+        """Push every reference of ``plan`` that does not already point at the image, then verify."""
+        uploaded = []
+        try:
+            for ref in plan.refs:
+                if self._current(ref) == plan.image_id:
+                    continue  # already there with this digest: nothing to send
+                self.engine.tag(plan.image_id, str(ref))
+                self._with_retries(lambda: self.engine.push(str(ref)), str(ref))
+                uploaded.append(str(ref))
+            pushed = set()
+            for ref in plan.refs:
+                # Nothing is recorded as pushed that the registry does not hold.
+                current = self._current(ref)
+                if current != plan.image_id:
+                    raise RegistryError(f"{ref} points at {current or 'nothing'} after the push, "
+                                        f"not {plan.image_id}")
+                pushed.add(ref.by_digest(plan.image_id))
+        except (RegistryError, PushError) as exc:
+            return PushResult(label=plan.label, uploaded=tuple(uploaded), error=str(exc))
+        return PushResult(label=plan.label, pushed=tuple(sorted(pushed)), tags=tuple(sorted(map(str, plan.refs))),
+                          uploaded=tuple(uploaded))
+
+    def push_all(self, plans: list[PushPlan], parallelism: int) -> list[PushResult]:
+        with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
+            return list(pool.map(self.push, plans))
+
+    def _current(self, ref: Reference) -> str | None:
+        result: list[str | None] = []
+        self._with_retries(lambda: result.append(self.client.tag_digest(ref)), str(ref))
+        return result[-1]
+
+    def _with_retries(self, op: Callable[[], None], what: str) -> None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                op()
+                return
+            except (PushError, RegistryError) as exc:
+                if attempt == self.attempts or not _TRANSIENT.search(str(exc)):
+                    raise PushError(f"pushing {what} failed after {attempt} attempt(s): {exc}") from None
+                self.sleep(self.backoff * 2 ** (attempt - 1))
+
+
+class PushError(Exception):
+    pass
