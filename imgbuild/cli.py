@@ -58,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("validate", parents=[common], help="check every spec, label, Dockerfile and stage")
 
+    si = sub.add_parser("inspect", parents=[common], help="the layers of a target's latest image")
+    si.add_argument("label", metavar="LABEL")
+    si.add_argument("--json", action="store_true")
+
     sc = sub.add_parser("cache", parents=[common], help="the target cache: `imgbuild cache stats`")
     sc.add_argument("action", choices=("stats",))
     sc.add_argument("--json", action="store_true")

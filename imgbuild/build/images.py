@@ -66,6 +66,11 @@ class Images:
                         out_map[ref] = tags
         return out_map
 
+    def history(self, ref: str) -> list[dict[str, object]]:
+        """``docker image history`` of ``ref``, newest step first: CreatedBy, Size (bytes), Comment..."""
+        out = proc.run([self.docker, "image", "history", "--no-trunc", "--human=false", "--format", "{{json .}}", ref])
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
     def tag(self, image_id: str, ref: str) -> None:
         proc.run([self.docker, "image", "tag", image_id, ref])
 

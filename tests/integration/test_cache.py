@@ -166,3 +166,17 @@ def list_keys_of(bucket: str, prefix: str) -> list[str]:
     from tests.integration.conftest import list_keys
 
     return list_keys(bucket, prefix)
+
+
+def test_inspect_shows_layers_of_the_latest_image(tmp_path: Path, prefix: str) -> None:
+    root = workspace(tmp_path / "ws", prefix, "{backend: local}")
+    r = imgbuild("inspect", "//api", cwd=root)
+    assert r.code == 2 and "imgbuild build //api:api" in r.err  # not built yet: says what to do
+    build(root)
+    r = imgbuild("inspect", "//api", "--json", cwd=root)
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    instructions = [s["instruction"] for s in doc["steps"]]
+    assert any(i.startswith("COPY . /app/") for i in instructions)
+    assert any("cat /base.txt" in i for i in instructions)
+    assert doc["layer_count"] >= 3 and doc["total_bytes"] == sum(s["bytes"] for s in doc["steps"])

@@ -1,0 +1,68 @@
+"""``imgbuild inspect LABEL``: the layers of the target's latest image (count, sizes, the instruction of each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+
+from imgbuild.build.images import Images
+from imgbuild.cache.targets import TargetCache
+from imgbuild.commands import load_graph, patterns
+from imgbuild.commands.build import compute_inputs
+from imgbuild.errors import ImgbuildError, LabelError
+from imgbuild.plan import make_plan
+
+
+def main(args: argparse.Namespace) -> int:
+    graph, current = load_graph(args.workspace)
+    labels = graph.select(patterns([args.label], current))
+    if len(labels) != 1:
+        raise LabelError(f"{args.label} names {len(labels)} targets; inspect one, e.g. {labels[0]}")
+    plan = make_plan(graph, patterns([str(labels[0])], current))
+    inputs = compute_inputs(graph, plan, dict(os.environ))
+    target = graph.target(labels[0])
+    warnings: list[str] = []
+    entry = TargetCache(graph.workspace, Images(), warn=warnings.append).lookup(target, inputs[str(target.label)].key())
+    if entry is None:
+        raise ImgbuildError(f"{target.label} has no image for its current inputs\n"
+                            f"  hint: build it first: imgbuild build {target.label}")
+    images = Images()
+    if not images.inspect_many([entry.image_id]):
+        raise ImgbuildError(f"{target.label}'s image {entry.image_id} is not in this engine\n"
+                            f"  hint: `imgbuild build {target.label}` restores it from the cache")
+    steps = list(reversed(images.history(entry.image_id)))  # oldest first, as the Dockerfile reads
+    layers = [s for s in steps if int(str(s.get("Size", 0)) or 0) > 0]
+    total = sum(int(str(s.get("Size", 0))) for s in steps)
+    if args.json:
+        print(json.dumps({"label": str(target.label), "image_id": entry.image_id, "layer_count": len(layers),
+                          "total_bytes": total,
+                          "steps": [{"instruction": _instruction(s), "bytes": int(str(s.get("Size", 0)))}
+                                    for s in steps]}, indent=2))
+        return 0
+    print(f"{target.label}  {entry.image_id}")
+    print(f"{len(layers)} layers, {total / 1e6:.2f} MB\n")
+    print(f"{'SIZE':>10}  INSTRUCTION")
+    for s in steps:
+        size = int(str(s.get("Size", 0)))
+        print(f"{_size(size):>10}  {_instruction(s)[:110]}")
+    return 0
+
+
+def _instruction(step: dict[str, object]) -> str:
+    text = str(step.get("CreatedBy") or "")
+    text = re.sub(r"\s*# buildkit$", "", text)
+    text = re.sub(r"^/bin/sh -c #\(nop\)\s*", "", text)
+    if not text:
+        return f"({step.get('Comment') or 'base image'})"
+    return text
+
+
+def _size(n: int) -> str:
+    if n == 0:
+        return "0"
+    for unit, div in (("MB", 1e6), ("kB", 1e3)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{n} B"
