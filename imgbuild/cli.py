@@ -66,8 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("action", choices=("stats",))
     sc.add_argument("--json", action="store_true")
 
+    from imgbuild.commands.history import add_arguments as add_history_arguments
+
+    add_history_arguments(sub, common)
+
     ss = sub.add_parser("schema", help="print a JSON Schema of a file format")
-    ss.add_argument("kind", nargs="?", choices=("workspace", "build", "report"), default="build")
+    ss.add_argument("kind", nargs="?", choices=("workspace", "build", "report", "history-record"), default="build")
     return p
 
 

@@ -111,6 +111,15 @@ def external_bases(df: dockerfile.Dockerfile, args: dict[str, str], dep_args: fr
     return tuple(out)
 
 
+def native_platform() -> str:
+    """What an unset ``platforms:`` builds for: amd64 and arm64 runners must not share entries."""
+    import platform
+
+    machine = platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(machine, machine)
+    return f"linux/{arch}"
+
+
 class Hasher:
     """Computes input digests for the targets of a workspace, sharing work between targets."""
 
@@ -166,7 +175,7 @@ class Hasher:
                 dockerfile_digest=df_digest,
                 stage=t.stage,
                 build_args=t.build_args,
-                platforms=t.platforms,
+                platforms=t.platforms or (f"default:{native_platform()}",),
                 labels=t.labels,
                 secrets=tuple((s.id, secret_identity(s.id, self._secret_value(t, i))) for i, s in enumerate(t.secrets)),
                 ignore_rules=rules_text,

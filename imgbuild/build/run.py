@@ -159,7 +159,8 @@ def execute(
 
             cache.record(target, key=key, ref=ref, image_id=output.image_id, manifest_digest=output.digest,
                          config_digest=output.config_digest,
-                         inputs=canonical_json(inputs[job.key].manifest()).decode())
+                         inputs=canonical_json(inputs[job.key].manifest()).decode(),
+                         supersede=job.key in options.rebuild)
         result = Built(status="built", ref=ref, image_id=output.image_id, digest=output.digest, tags=tags,
                        metadata=output.metadata)
         if after_build is not None:

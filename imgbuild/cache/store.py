@@ -176,8 +176,12 @@ class GuardedStore:
             self._warn_once(key, f"cache {self.name}: {exc}; not used, the target is rebuilt")
             return None
 
-    def put(self, entry: CacheEntry) -> bool:
-        """Record ``entry``; True if this call wrote it. False if read-only, unavailable, or already there."""
+    def put(self, entry: CacheEntry, *, supersede: bool = False) -> bool:
+        """Record ``entry``; True if this call wrote it. False if read-only, unavailable, or already there.
+
+        ``supersede``: the user forced this rebuild (``--rebuild``/``--no-cache``), so its image replaces
+        the entry of the same key, and the next run uses the fresh image rather than the old one.
+        """
         if self.read_only or not self.available:
             return False
         for blob in entry.blobs:
@@ -186,13 +190,14 @@ class GuardedStore:
                     self._warn_once(f"put:{entry.key}", f"not recording {entry.label} in cache {self.name}: "
                                                          f"blob {blob.digest} is not in it")
                 return False
-        replace = self._is_corrupt(entry.key)
+        corrupt = self._is_corrupt(entry.key)
+        replace = corrupt or supersede
         try:
             created = self._call(lambda: self.store.put(entry, replace=replace), False)
         except CacheError as exc:
             self._warn_once(f"put:{entry.key}", f"not recording {entry.label} in cache {self.name}: {exc}")
             return False
-        if created and replace:
+        if created and corrupt:
             self._warn(f"cache entry {entry.key} ({entry.label}) in {self.name} was corrupt; replaced")
         return created
 

@@ -83,10 +83,10 @@ class MirroredStore:
             self._mirror(entry, replace=replace)
         return entry
 
-    def put(self, entry: CacheEntry) -> bool:
-        created = self.remote().put(entry)
+    def put(self, entry: CacheEntry, *, supersede: bool = False) -> bool:
+        created = self.remote().put(entry, supersede=supersede)
         if created:
-            self._mirror(entry)
+            self._mirror(entry, replace=supersede)
         return created
 
     def put_blob(self, digest: str, path: Path) -> bool:
@@ -158,7 +158,7 @@ class TargetCache:
         return True
 
     def record(self, target: Target, *, key: str, ref: str, image_id: str, manifest_digest: str | None,
-               config_digest: str | None, inputs: str) -> None:
+               config_digest: str | None, inputs: str, supersede: bool = False) -> None:
         """Store the built image's blobs (only those missing) and its entry. Never raises."""
         store = self.store_for(target)
         if store.read_only:
@@ -182,4 +182,4 @@ class TargetCache:
                 oci_index=saved.index_json,
                 inputs=inputs,
             )
-            store.put(entry)
+            store.put(entry, supersede=supersede)

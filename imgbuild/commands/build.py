@@ -124,6 +124,7 @@ def main(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     result = with_push(result, pushes)
+    _record_history(result, ws, git=git, environ=environ, builder=args.builder, images=images, warn=progress.warn)
     if args.json:
         write_report(result, args.json)
     if args.metadata_file:
@@ -148,6 +149,28 @@ def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> d
     except OSError:
         pass  # only a speed-up: the next run rehashes
     return {str(lb): i for lb, i in found.items()}
+
+
+def _record_history(result: RunResult, ws: Workspace, *, git: gitinfo.GitInfo, environ: dict[str, str],
+                    builder: str | None, images: Images, warn: Callable[[str], None]) -> None:
+    """Append a record per target (and per push) to the workspace's history; a failing store spools locally."""
+    from imgbuild.build.records import records_for
+    from imgbuild.ci import detect
+    from imgbuild.commands.history import open_history
+
+    layers = {}
+    for t in result.targets:
+        if t.status == "built" and t.image_id:
+            try:
+                steps = images.history(t.image_id)
+                sizes = [int(str(s.get("Size", 0)) or 0) for s in steps]
+                layers[t.label] = (sum(1 for n in sizes if n > 0), sum(sizes))
+            except Exception:
+                pass  # layer facts are a nicety; the record itself must be written
+    history = open_history(ws, warn)
+    for record in records_for(result, ws, git=git, ci=detect(environ), builder=builder, layers=layers):
+        history.append(record)
+    history.flush()
 
 
 def _insecure_hosts(ws: Workspace) -> frozenset[str]:

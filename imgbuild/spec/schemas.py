@@ -20,6 +20,7 @@ SCHEMA_FILES = {
     "workspace": "workspace.schema.json",
     "build": "build.schema.json",
     "report": "report.schema.json",
+    "history-record": "history-record.schema.json",
 }
 _BASE_URI = "https://imgbuild.dev/specs/"
 
