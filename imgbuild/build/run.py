@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -25,6 +25,7 @@ from imgbuild.scheduler import Event, Job, JobResult, Status, run_jobs
 from imgbuild.tags import TagContext, render
 
 if TYPE_CHECKING:
+    from imgbuild.build.layers import LayerCaches
     from imgbuild.cache.entry import CacheEntry
     from imgbuild.cache.targets import ImageStore, TargetCache
     from imgbuild.digest import Inputs
@@ -79,6 +80,7 @@ def execute(
     cache: TargetCache | None = None,
     check_engine: Callable[[], object] | None = None,
     after_build: Callable[[Target, Built], None] | None = None,
+    layers: LayerCaches | None = None,
     now: datetime | None = None,
 ) -> RunResult:
     """Build every step of ``plan``, dependencies first, at most ``options.parallelism`` at once.
@@ -105,8 +107,12 @@ def execute(
     def request_for(target: Target, tags: tuple[str, ...]) -> BuildRequest:
         with lock:
             dep_refs = {arg: built[str(dep)].ref for arg, dep in target.deps}
-        return plan_request(target, ws, dep_refs=dep_refs, git=git, created=started_at, tags=tags,
-                            environ=environ, builder=options.builder, named_contexts=options.named_contexts)
+        request = plan_request(target, ws, dep_refs=dep_refs, git=git, created=started_at, tags=tags,
+                               environ=environ, builder=options.builder, named_contexts=options.named_contexts)
+        if layers is not None:
+            cache_from, cache_to = layers.before(target)
+            request = replace(request, cache_from=cache_from, cache_to=cache_to)
+        return request
 
     # Look every target up before scheduling: keys are known (they derive from inputs, not from
     # images), lookups run in parallel, and one engine call then says which cached images are here.
@@ -152,6 +158,8 @@ def execute(
             if key:
                 log.write(f"# input digest {key}\n")
             output = executor.build(request, log=_line_writer(log), stop=stop)
+        if layers is not None:
+            layers.after(target)
         ref = local_tag(target, output.image_id)
         apply_tags(output.image_id, (ref,))
         if cache is not None and key is not None and inputs is not None:

@@ -16,6 +16,7 @@ from typing import Callable, Iterator
 from imgbuild import git as gitinfo
 from imgbuild.build.executor import BuildxExecutor
 from imgbuild.build.images import Images
+from imgbuild.build.layers import LayerCaches
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
 from imgbuild.build.request import plan_request
 from imgbuild.build.results import RunResult, with_push, write_metadata, write_report
@@ -101,7 +102,10 @@ def main(args: argparse.Namespace) -> int:
         pushes[str(target.label)] = (res.pushed, res.error)
         if res.error:
             raise PushError(res.error)
-    inputs = compute_inputs(graph, plan, environ)
+    now = datetime.now(timezone.utc)
+    layers = LayerCaches(ws, git=git, now=now, read_only=args.cache_read_only, builder=args.builder,
+                         environ=environ, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+    inputs = compute_inputs(graph, plan, environ, extra=layers.period)
     rebuild = {str(s.target.label) for s in plan.steps} if args.no_cache else set()
     if args.rebuild:
         rebuild |= {str(lb) for lb in graph.select(patterns(args.rebuild, current))}
@@ -110,13 +114,15 @@ def main(args: argparse.Namespace) -> int:
     stop = threading.Event()
     progress = _progress(args.progress, len(plan.steps))
     cache = TargetCache(ws, images, warn=progress.warn, read_only=args.cache_read_only)
+    layers.warn = progress.warn
     options = BuildOptions(parallelism=parallelism, logs_dir=ws.root / ".imgbuild" / "logs",
                            keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild))
     try:
         with _stop_on_signals(stop):
             result = execute(plan, ws, executor, images=images, options=options, git=git, environ=environ,
                              stop=stop, progress=progress, inputs=inputs, cache=cache, check_engine=executor.check,
-                             after_build=_only(pushing, push_now) if args.push_as_ready and pusher else None)
+                             after_build=_only(pushing, push_now) if args.push_as_ready and pusher else None,
+                             layers=layers, now=now)
             if pusher is not None and not args.push_as_ready and result.ok:
                 _push_after(result, graph, pusher, pushing, pushes, parallelism, progress)
             elif pusher is not None and not args.push_as_ready:
@@ -135,11 +141,21 @@ def main(args: argparse.Namespace) -> int:
     return 0 if result.ok else EXIT_BUILD_FAILED
 
 
-def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> dict[str, Inputs]:
+def inputs_now(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> dict[str, Inputs]:
+    """The input digests a build would use right now (for explain and inspect: same keys as build)."""
+    ws = graph.workspace
+    # Only the invalidation period of the policies matters here, and it depends on the time alone.
+    layers = LayerCaches(ws, git=gitinfo.GitInfo(), now=datetime.now(timezone.utc), read_only=True,
+                         builder=None, environ=environ, warn=lambda m: None)
+    return compute_inputs(graph, plan, environ, extra=layers.period)
+
+
+def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str],
+                   extra: Callable[[Target], tuple[tuple[str, str], ...]] | None = None) -> dict[str, Inputs]:
     """Input digests of every step, with the workspace's stat cache (saved for the next run)."""
     ws = graph.workspace
     stat_cache = StatCache(ws.root / ".imgbuild" / "statcache.json")
-    hasher = Hasher(ws, stat_cache=stat_cache, environ=environ)
+    hasher = Hasher(ws, stat_cache=stat_cache, environ=environ, extra=extra)
     try:
         found = hasher.compute(graph, [s.target.label for s in plan.steps])
     except FilesetError as exc:

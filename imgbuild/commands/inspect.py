@@ -10,7 +10,7 @@ import re
 from imgbuild.build.images import Images
 from imgbuild.cache.targets import TargetCache
 from imgbuild.commands import load_graph, patterns
-from imgbuild.commands.build import compute_inputs
+from imgbuild.commands.build import inputs_now
 from imgbuild.errors import ImgbuildError, LabelError
 from imgbuild.plan import make_plan
 
@@ -21,7 +21,7 @@ def main(args: argparse.Namespace) -> int:
     if len(labels) != 1:
         raise LabelError(f"{args.label} names {len(labels)} targets; inspect one, e.g. {labels[0]}")
     plan = make_plan(graph, patterns([str(labels[0])], current))
-    inputs = compute_inputs(graph, plan, dict(os.environ))
+    inputs = inputs_now(graph, plan, dict(os.environ))
     target = graph.target(labels[0])
     warnings: list[str] = []
     entry = TargetCache(graph.workspace, Images(), warn=warnings.append).lookup(target, inputs[str(target.label)].key())

@@ -54,11 +54,11 @@ def _explain(graph: TargetGraph, plan: Plan, *, json_out: bool) -> int:
     """Per target: cached, or to build and why (what differs from its newest cache entry)."""
     from imgbuild.build.images import Images
     from imgbuild.cache.targets import TargetCache
-    from imgbuild.commands.build import compute_inputs
+    from imgbuild.commands.build import inputs_now
     from imgbuild.explain import diff_inputs
 
     ws = graph.workspace
-    inputs = compute_inputs(graph, plan, dict(os.environ))
+    inputs = inputs_now(graph, plan, dict(os.environ))
     warnings: list[str] = []
     cache = TargetCache(ws, Images(), warn=warnings.append)
     rows: list[dict[str, Any]] = []
