@@ -89,15 +89,18 @@ class LayerCaches:
             self.warn(f"{target.label}: layer cache not used: {exc}")
             return (), ()
 
-    def after(self, target: Target) -> None:
-        """Upload what the build exported (only blobs S3 lacks), for the synced S3 backend."""
+    def after(self, target: Target) -> str | None:
+        """Upload what the build exported (only blobs S3 lacks), for the synced S3 backend; a log line."""
         policy = self.policy(target)
         if policy is None:
-            return
+            return None
         scope = self.scope(policy)
         local = local_dir_for(policy, self.ws.root)
         if scope.write_scope is None or local is None or not needs_sync(policy, self.driver()):
-            return
+            return None
         from imgbuild.layercache import s3sync
 
-        s3sync.push_scope(self._store(policy), local, scope.write_scope, target_name(target.label))
+        res = s3sync.push_scope(self._store(policy), local, scope.write_scope, target_name(target.label))
+        return (f"# layer cache: scope {scope.write_scope}: uploaded {res.bytes_uploaded} bytes "
+                f"({res.blobs_uploaded} of {res.blobs} blobs, {res.layers_uploaded} layers)"
+                + ("" if res.pushed else " - not complete, see the warning"))

@@ -158,8 +158,10 @@ def execute(
             if key:
                 log.write(f"# input digest {key}\n")
             output = executor.build(request, log=_line_writer(log), stop=stop)
-        if layers is not None:
-            layers.after(target)
+            if layers is not None:
+                note = layers.after(target)
+                if note:
+                    log.write(note + "\n")
         ref = local_tag(target, output.image_id)
         apply_tags(output.image_id, (ref,))
         if cache is not None and key is not None and inputs is not None:
