@@ -71,14 +71,38 @@ def _positive(text: str) -> int:
 
 def main(args: argparse.Namespace) -> int:
     graph, current = load_graph(args.workspace)
-    ws = graph.workspace
     plan = make_plan(graph, patterns(args.patterns, current))
+    result = run_plan(args, graph, plan, current)
+    return exit_status(result)
+
+
+def exit_status(result: RunResult | None) -> int:
+    if result is None:  # a dry run
+        return 0
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if result.ok else EXIT_BUILD_FAILED
+
+
+def options_for(**overrides: object) -> argparse.Namespace:
+    """``imgbuild build``'s options with their defaults, and ``overrides`` (for commands that build)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_arguments(parser)
+    args = parser.parse_args(["//..."])
+    for key, value in overrides.items():
+        setattr(args, key, value)
+    return args
+
+
+def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: str) -> RunResult | None:
+    """Build ``plan`` with the options of ``imgbuild build`` in ``args``; None for a dry run."""
+    ws = graph.workspace
     git = gitinfo.read(ws.root)
     environ = dict(os.environ)
     parallelism = args.jobs or ws.config.concurrency
     if args.dry_run:
         _dry_run(plan, ws, git=git, environ=environ, builder=args.builder)
-        return 0
+        return None
     if args.push_as_ready:
         args.push = True
     if args.push and git.dirty and not args.allow_dirty:
@@ -136,9 +160,7 @@ def main(args: argparse.Namespace) -> int:
     if args.metadata_file:
         write_metadata(result, args.metadata_file, {t: (next(iter(p[0]), "") if p[0] else "") for t, p in pushes.items()})
     summary(result, sys.stderr)
-    if result.interrupted:
-        return EXIT_INTERRUPTED
-    return 0 if result.ok else EXIT_BUILD_FAILED
+    return result
 
 
 def inputs_now(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> dict[str, Inputs]:
