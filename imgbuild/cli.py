@@ -66,7 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("action", choices=("stats",))
     sc.add_argument("--json", action="store_true")
 
+    from imgbuild.commands.ci import add_arguments as add_ci_arguments
     from imgbuild.commands.history import add_arguments as add_history_arguments
+
+    add_ci_arguments(sub, common)
 
     add_history_arguments(sub, common)
 
