@@ -137,8 +137,9 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     images = Images()
     stop = threading.Event()
     progress = _progress(args.progress, len(plan.steps))
-    cache = TargetCache(ws, images, warn=progress.warn, read_only=args.cache_read_only)
-    layers.warn = progress.warn
+    warn = once_per_outage(progress.warn)
+    cache = TargetCache(ws, images, warn=warn, read_only=args.cache_read_only)
+    layers.warn = warn
     options = BuildOptions(parallelism=parallelism, logs_dir=ws.root / ".imgbuild" / "logs",
                            keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild))
     try:
@@ -209,6 +210,23 @@ def _record_history(result: RunResult, ws: Workspace, *, git: gitinfo.GitInfo, e
     for record in records_for(result, ws, git=git, ci=detect(environ), builder=builder, layers=layers):
         history.append(record)
     history.flush()
+
+
+def once_per_outage(warn: Callable[[str], None]) -> Callable[[str], None]:
+    """One warning per unreachable service, however many stores (target cache, layer cache) use it."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+
+    def deduped(message: str) -> None:
+        reason = message.split(" unavailable: ", 1)[1].split(";", 1)[0] if " unavailable: " in message else None
+        with lock:
+            if reason is not None and reason in seen:
+                return
+            if reason is not None:
+                seen.add(reason)
+        warn(message)
+
+    return deduped
 
 
 def _insecure_hosts(ws: Workspace) -> frozenset[str]:
