@@ -46,11 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--explain", action="store_true",
                     help="per target: cached, or to build and which inputs differ from its last cache entry")
 
-    sq = sub.add_parser("query", parents=[common], help="list dependencies or dependants of targets")
-    sq.add_argument("kind", choices=("deps", "rdeps"))
-    sq.add_argument("patterns", nargs="+", metavar="PATTERN")
-    sq.add_argument("--direct", action="store_true", help="only direct (one level) dependencies or dependants")
-    sq.add_argument("--json", action="store_true")
+    sq = sub.add_parser("query", help="list dependencies, dependants or affected targets")
+    kinds = sq.add_subparsers(dest="kind", metavar="deps|rdeps|affected")
+    kinds.required = True
+    for kind, text in (("deps", "the targets and everything they depend on"),
+                       ("rdeps", "the targets and everything that depends on them")):
+        sk = kinds.add_parser(kind, parents=[common], help=text)
+        sk.add_argument("patterns", nargs="+", metavar="PATTERN")
+        sk.add_argument("--direct", action="store_true", help="only direct (one level) dependencies or dependants")
+        sk.add_argument("--json", action="store_true")
+    sa = kinds.add_parser("affected", parents=[common], help="targets whose inputs changed since a git ref")
+    sa.add_argument("--since", metavar="REF", required=True,
+                    help="files changed since the merge base of REF and HEAD, plus the work tree")
+    sa.add_argument("--shard", metavar="I/N", help="only this CI job's share (dependency chains are never split)")
+    sa.add_argument("--json", action="store_true")
+    sa.set_defaults(patterns=[])
 
     sg = sub.add_parser("graph", parents=[common], help="print the dependency graph")
     sg.add_argument("patterns", nargs="*", metavar="PATTERN", default=["//..."])
@@ -62,9 +72,17 @@ def _parser() -> argparse.ArgumentParser:
     si.add_argument("label", metavar="LABEL")
     si.add_argument("--json", action="store_true")
 
-    sc = sub.add_parser("cache", parents=[common], help="the target cache: `imgbuild cache stats`")
-    sc.add_argument("action", choices=("stats",))
+    sc = sub.add_parser("cache", parents=[common],
+                        help="the caches: `imgbuild cache stats`, `imgbuild cache gc` (clean-up)")
+    sc.add_argument("action", choices=("stats", "gc"))
     sc.add_argument("--json", action="store_true")
+    sc.add_argument("--older-than", metavar="AGE",
+                    help="gc: delete entries and layer caches older than AGE (Nh, Nd, Nw; default 30d)")
+    sc.add_argument("--keep-per-scope", metavar="N", type=int,
+                    help="gc: always keep the newest N entries of each target and its N newest layer caches "
+                         "(default 1)")
+    sc.add_argument("--dry-run", action="store_true",
+                    help="gc: list what would be deleted, and its size; delete nothing")
 
     from imgbuild.commands.ci import add_arguments as add_ci_arguments
     from imgbuild.commands.history import add_arguments as add_history_arguments

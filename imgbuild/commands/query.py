@@ -9,6 +9,10 @@ from imgbuild.commands import load_graph, patterns
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.kind == "affected":
+        from imgbuild.commands import affected
+
+        return affected.main(args)
     graph, current = load_graph(args.workspace)
     selected = graph.select(patterns(args.patterns, current))
     if args.direct:
