@@ -23,7 +23,9 @@ echoes it; it is also one of imgbuild's target inputs, so its target cache canno
 ...), ``--runs`` times each, timed as the wall-clock time of the whole command. A first, untimed
 round builds with each tool and checks the result, so the timing never measures a no-op; after
 every timed run the images are checked again: each one exists, and one app, run as a container,
-prints this run's ``BUST`` from its own and its base's layer. At the end the bench's images are removed.
+prints this run's ``BUST`` from its own and its base's layer. A run that fails either way is shown as
+DISCARDED and done again (``--retries``): on a shared engine someone else's ``docker system prune``
+or ``buildx prune`` can break a build. At the end the bench's images are removed.
 
 It prints each run, the medians and the ratio imgbuild / bake (goal: <= 1.0), the critical-path
 lower bound (the sleeps alone, one base step then the apps in waves of J), and where imgbuild's
@@ -173,8 +175,12 @@ class Timing:
     report: dict[str, Any] | None = None  # imgbuild's --json report
 
 
+class RunFailed(Exception):
+    """A build failed or its result is wrong (on a shared engine, maybe someone else's prune)."""
+
+
 def run_logged(argv: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None = None) -> float:
-    """Run ``argv``, output to ``log``; return the wall time. A failure prints the log's tail and exits."""
+    """Run ``argv``, output to ``log``; return the wall time. A failure raises :class:`RunFailed`."""
     with log.open("w") as out:
         t0 = time.perf_counter()
         code = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -182,7 +188,7 @@ def run_logged(argv: list[str], *, cwd: Path, log: Path, env: dict[str, str] | N
         wall = time.perf_counter() - t0
     if code != 0:
         tail = log.read_text(errors="replace").splitlines()[-30:]
-        sys.exit(f"bench: {' '.join(argv[:4])} ... exited with {code}; last lines of {log}:\n" + "\n".join(tail))
+        raise RunFailed(f"{' '.join(argv[:4])} ... exited with {code}; last lines of {log}:\n" + "\n".join(tail))
     return wall
 
 
@@ -218,16 +224,34 @@ def verify(bench: Bench, tool: str, bust: str, app: str, timing: Timing) -> None
     short = TOOLS[tool][0]
     inspect = docker("image", "inspect", "--format", "{{.Id}}", *bench.refs(short), check=False)
     if inspect.returncode != 0:
-        sys.exit(f"bench: {tool} did not produce every image: {inspect.stderr.strip()}")
+        raise RunFailed(f"{tool} did not produce every image: {inspect.stderr.strip()}")
     ref = f"{bench.image(short, app)}:latest"
     got = docker("run", "--rm", ref, "cat", "/base.txt", "/out", check=False).stdout.split("\n")[:2]
     want = [f"base {bust}", f"{app} {bust}"]
     if got != want:
-        sys.exit(f"bench: {ref} holds {got}, expected {want}: the build did not run this time")
+        raise RunFailed(f"{ref} holds {got}, expected {want}: the build did not run this time")
     if timing.report is not None:
         built = [t for t in timing.report["targets"] if t["status"] == "built"]
         if len(built) != len(bench.apps) + 1:
-            sys.exit(f"bench: imgbuild's report lists {len(built)} targets built, expected {len(bench.apps) + 1}")
+            raise RunFailed(f"imgbuild's report lists {len(built)} targets built, expected {len(bench.apps) + 1}")
+
+
+def measure(bench: Bench, tool: str, *, jobs: int, logs: Path, n: int, check_app: str, retries: int) -> Timing:
+    """One cold, timed, checked build; a failed one is shown, discarded and done again (``retries`` times)."""
+    for attempt in range(retries + 1):
+        bust = secrets.token_hex(4)
+        make_cold(bench, bust)
+        try:
+            timing = TOOLS[tool][1](bench, jobs, logs, n)
+            verify(bench, tool, bust, check_app, timing)
+            return timing
+        except RunFailed as exc:
+            if attempt == retries:
+                sys.exit(f"bench: {exc}")
+            lines = str(exc).splitlines()
+            why = [ln.strip() for ln in lines[1:] if "ERROR" in ln or "FAILED" in ln or "failed" in ln][-2:]
+            print(f"  run {n}  {tool:<8} DISCARDED, doing it again: {' / '.join(why or lines[:1])}", flush=True)
+    raise AssertionError("unreachable")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -286,10 +310,15 @@ def main() -> None:
     ap.add_argument("--sleep", type=float, default=2.0, help="seconds each RUN step sleeps (default: 2)")
     ap.add_argument("--rev", metavar="REV",
                     help="measure imgbuild as committed at REV (e.g. HEAD) instead of the work tree")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="a failed or wrong build is shown, discarded and done again up to this many times "
+                         "(the engine is shared: someone's prune can break a build) (default: 2)")
     ap.add_argument("--keep", action="store_true", help="keep the workspace and logs (the path is printed)")
     args = ap.parse_args()
     if args.runs < 1 or args.apps < 1 or (args.jobs is not None and args.jobs < 1):
         ap.error("--runs, --apps and -j must be at least 1")
+    if args.retries < 0:
+        ap.error("--retries must be at least 0")
     jobs = args.jobs or args.apps + 1
 
     if docker("info", "--format", "{{.ServerVersion}}", check=False).returncode != 0:
@@ -309,21 +338,16 @@ def main() -> None:
     print(f"imgbuild from {src}" + (f" (git archive {args.rev})" if args.rev else ""))
     try:
         # Untimed: each tool once, checked, so a broken setup fails here rather than timing nothing.
-        for tool, (_, runner) in TOOLS.items():
-            bust = secrets.token_hex(4)
-            make_cold(bench, bust)
-            timing = runner(bench, jobs, logs, 0)
-            verify(bench, tool, bust, bench.apps[-1], timing)
+        for tool in TOOLS:
+            timing = measure(bench, tool, jobs=jobs, logs=logs, n=0, check_app=bench.apps[-1], retries=args.retries)
             print(f"  check  {tool:<8} {timing.wall:5.2f}s  ok: {args.apps + 1} images, "
                   f"{bench.apps[-1]} has this build's layers")
 
         results: list[tuple[int, Timing]] = []
         for n in range(1, args.runs + 1):
             for tool in TOOLS:  # alternately: imgbuild, bake, imgbuild, bake, ...
-                bust = secrets.token_hex(4)
-                make_cold(bench, bust)
-                timing = TOOLS[tool][1](bench, jobs, logs, n)
-                verify(bench, tool, bust, bench.apps[(n - 1) % len(bench.apps)], timing)
+                timing = measure(bench, tool, jobs=jobs, logs=logs, n=n, retries=args.retries,
+                                 check_app=bench.apps[(n - 1) % len(bench.apps)])
                 results.append((n, timing))
                 print(f"  run {n}  {tool:<8} {timing.wall:5.2f}s", flush=True)
         print_table(results, bench, jobs)
