@@ -101,10 +101,16 @@ class BuildxExecutor:
         with tempfile.TemporaryDirectory(prefix="imgbuild-") as tmp:
             meta_path = Path(tmp) / "metadata.json"
             argv = [self.docker, *_with_metadata(request, str(meta_path)).argv()]
-            try:
-                code = proc.stream(argv, on_line=on_line, stop=stop, env=self.env)
-            except FileNotFoundError:
-                raise EngineUnavailable(f"{self.docker}: command not found") from None
+            for attempt in (1, 2):
+                try:
+                    code = proc.stream(argv, on_line=on_line, stop=stop, env=self.env)
+                except FileNotFoundError:
+                    raise EngineUnavailable(f"{self.docker}: command not found") from None
+                # Two builds loading the same image name at once (two CI jobs on one engine) race in
+                # containerd: 'image "...": already exists'. The second try is served from BuildKit's cache.
+                if code == 0 or attempt == 2 or not any("already exists" in ln for ln in tail):
+                    break
+                log("# the engine was naming the same image concurrently; trying once more")
             if stop is not None and stop.is_set():
                 raise BuildInterrupted("interrupted", tuple(tail))
             if code != 0:
