@@ -86,7 +86,9 @@ class MirroredStore:
     def put(self, entry: CacheEntry, *, supersede: bool = False) -> bool:
         created = self.remote().put(entry, supersede=supersede)
         if created:
-            self._mirror(entry, replace=supersede)
+            # Replace whatever the mirror held for this key: it may name an entry the remote store no
+            # longer has (cleaned up by `imgbuild cache gc`), whose restore failed and led to this build.
+            self._mirror(entry, replace=True)
         return created
 
     def put_blob(self, digest: str, path: Path) -> bool:
