@@ -1,0 +1,344 @@
+"""Copying images by digest through the Registry v2 API: a new tag in the same repository, or a whole image
+(index, manifests, config and layers) into another repository or registry. Nothing is rebuilt or re-encoded:
+the manifests are copied byte for byte, so the digest is the same everywhere.
+
+Why not ``docker buildx imagetools create --tag DEST SRC@DIGEST``: it does the same and works for
+``localhost`` registries, but it reaches other plain-HTTP (``insecure: true``) registries only through
+the builder's own configuration, not the workspace's; this module uses the workspace's ``insecure`` hosts
+(and the docker CLI's stored credentials, as :mod:`imgbuild.registry` does), and needs no process.
+
+Blobs go the cheapest way: already there (HEAD), mounted from the source repository when both are on the
+same host (``POST .../blobs/uploads/?mount=...&from=...``), else streamed from the source to the
+destination without touching the disk. Redirects of blob downloads (registries on S3) are followed
+without our Authorization header, which presigned URLs refuse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterator
+
+from imgbuild.registry import MANIFEST_TYPES, Reference, RegistryError, _is_local, _stored_auth
+
+@dataclass(frozen=True, kw_only=True)
+class Repository:
+    """``host[:port]/path/name``: where an image lives, without tag or digest."""
+
+    host: str
+    path: str
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.path}"
+
+    @classmethod
+    def of(cls, ref: Reference) -> Repository:
+        return cls(host=ref.host, path=ref.repository)
+
+    @classmethod
+    def parse(cls, text: str) -> Repository:
+        """``localhost:5000/team/api`` (a trailing ``:tag`` or ``@digest`` is dropped)."""
+        ref = Reference.parse(text.split("@", 1)[0])
+        return cls(host=ref.host, path=ref.repository)
+
+    def tagged(self, tag: str) -> Reference:
+        return Reference(self.host, self.path, tag)
+
+    def by_digest(self, digest: str) -> str:
+        return f"{self}@{digest}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Manifest:
+    media_type: str
+    body: bytes
+    digest: str
+
+
+@dataclass(kw_only=True)
+class CopyStats:
+    """What a copy had to do (for the user and the tests): blobs sent, mounted, found; manifests put."""
+
+    blobs_sent: int = 0
+    bytes_sent: int = 0
+    blobs_mounted: int = 0
+    blobs_present: int = 0
+    manifests_put: int = 0
+    tags_put: list[str] = field(default_factory=list)
+
+
+class Opened:
+    """An HTTP response being read: status, lower-case headers, the body as a stream (an error status too)."""
+
+    def __init__(self, status: int, headers: dict[str, str], stream: IO[bytes] | None) -> None:
+        self.status = status
+        self.headers = headers
+        self.stream = stream
+
+    def read(self) -> bytes:
+        return self.stream.read() if self.stream is not None else b""
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+# (method, url, headers, data) -> the response; an HTTP error status is a response too, never raised.
+Send = Callable[[str, str, dict[str, str], "bytes | IO[bytes] | None"], Opened]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a 3xx comes back as the response: blob redirects are followed by hand, without auth
+
+
+def urllib_send(timeout: float) -> Send:
+    opener = urllib.request.build_opener(_NoRedirect())
+
+    def send(method: str, url: str, headers: dict[str, str], data: bytes | IO[bytes] | None) -> Opened:
+        req = urllib.request.Request(url, method=method, headers=headers, data=data)
+        try:
+            resp = opener.open(req, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            return Opened(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc)
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            host = urllib.parse.urlsplit(url).netloc
+            raise RegistryError(f"{host}: {getattr(exc, 'reason', exc)}") from None
+        return Opened(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp)
+
+    return send
+
+
+class Copier:
+    """Registry v2 writes: tag a manifest, copy an image between repositories. Raises :class:`RegistryError`."""
+
+    def __init__(self, *, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 60.0,
+                 send: Send | None = None) -> None:
+        self.insecure = insecure_hosts
+        self._send = send or urllib_send(timeout)
+        self._auth: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value
+
+    # -- the operations -----------------------------------------------------------------------------------
+
+    def tag(self, repo: Repository, digest: str, tags: tuple[str, ...], stats: CopyStats | None = None) -> CopyStats:
+        """Point each of ``tags`` in ``repo`` at the manifest ``digest`` that ``repo`` already holds."""
+        stats = stats or CopyStats()
+        manifest = self.manifest(repo, digest)
+        if manifest is None:
+            raise RegistryError(f"{repo.by_digest(digest)} does not exist: nothing to tag")
+        for tag in tags:
+            self._put_manifest(repo, tag, manifest)
+            stats.tags_put.append(str(repo.tagged(tag)))
+        return stats
+
+    def copy(self, src: Repository, dst: Repository, digest: str, tags: tuple[str, ...] = ()) -> CopyStats:
+        """Copy the image ``src@digest`` (and everything it refers to) into ``dst``, then tag it there."""
+        stats = CopyStats()
+        self._copy_manifest(src, dst, digest, stats)
+        return self.tag(dst, digest, tags, stats)
+
+    def manifest(self, repo: Repository, reference: str) -> Manifest | None:
+        """The manifest ``reference`` (a tag or digest) of ``repo``, checked against its digest; None if absent."""
+        scope = f"repository:{repo.path}:pull"
+        with self._call("GET", repo.host, f"{repo.path}/manifests/{reference}", scope,
+                        headers={"Accept": MANIFEST_TYPES}) as resp:
+            if resp.status == 404:
+                return None
+            _expect(resp, (200,), repo.host, f"GET manifest {repo}:{reference}")
+            body = resp.read()
+            media_type = resp.headers.get("content-type", "").split(";")[0].strip()
+        actual = "sha256:" + hashlib.sha256(body).hexdigest()
+        if reference.startswith("sha256:") and actual != reference:
+            raise RegistryError(f"{repo.by_digest(reference)}: the registry sent a manifest whose digest is {actual}")
+        return Manifest(media_type=media_type or _media_type(body), body=body, digest=actual)
+
+    # -- internals ----------------------------------------------------------------------------------------
+
+    def _copy_manifest(self, src: Repository, dst: Repository, digest: str, stats: CopyStats) -> None:
+        if self._exists(dst, f"manifests/{digest}"):
+            return
+        manifest = self.manifest(src, digest)
+        if manifest is None:
+            raise RegistryError(f"{src.by_digest(digest)} does not exist: nothing to copy")
+        children, blobs = _references(manifest, src)
+        for child in children:  # an index: its platform (and attestation) manifests first
+            self._copy_manifest(src, dst, child, stats)
+        for blob, size in blobs:
+            self._copy_blob(src, dst, blob, size, stats)
+        self._put_manifest(dst, digest, manifest)
+        stats.manifests_put += 1
+
+    def _copy_blob(self, src: Repository, dst: Repository, digest: str, size: int, stats: CopyStats) -> None:
+        if self._exists(dst, f"blobs/{digest}"):
+            stats.blobs_present += 1
+            return
+        push = f"repository:{dst.path}:pull,push"
+        if src.host == dst.host:
+            query = urllib.parse.urlencode({"mount": digest, "from": src.path})
+            scope = f"{push} repository:{src.path}:pull"
+            with self._call("POST", dst.host, f"{dst.path}/blobs/uploads/?{query}", scope) as resp:
+                if resp.status == 201:
+                    stats.blobs_mounted += 1
+                    return
+                _expect(resp, (202,), dst.host, f"mount {digest} into {dst}")
+                location = self._location(dst.host, resp)
+        else:
+            with self._call("POST", dst.host, f"{dst.path}/blobs/uploads/", push) as resp:
+                _expect(resp, (202,), dst.host, f"start an upload to {dst}")
+                location = self._location(dst.host, resp)
+        with self._download(src, digest) as (stream, length):
+            size = size or length
+            sep = "&" if "?" in location else "?"
+            headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+            with self._call("PUT", dst.host, f"{location}{sep}digest={urllib.parse.quote(digest)}", push,
+                            headers=headers, data=stream) as resp:
+                _expect(resp, (201,), dst.host, f"upload {digest} to {dst}")
+        stats.blobs_sent += 1
+        stats.bytes_sent += size
+
+    @contextmanager
+    def _download(self, repo: Repository, digest: str) -> Iterator[tuple[IO[bytes], int]]:
+        scope = f"repository:{repo.path}:pull"
+        with self._call("GET", repo.host, f"{repo.path}/blobs/{digest}", scope) as resp:
+            if resp.status in (301, 302, 303, 307, 308) and resp.headers.get("location"):
+                url = urllib.parse.urljoin(self._base(repo.host), resp.headers["location"])
+                # The redirect target (often a presigned storage URL) gets no Authorization of ours.
+                found = self._send("GET", url, {}, None)
+                try:
+                    _expect(found, (200,), repo.host, f"download {digest} from {repo}")
+                    yield found.stream or _empty(), int(found.headers.get("content-length", "0"))
+                finally:
+                    found.close()
+                return
+            _expect(resp, (200,), repo.host, f"download {digest} from {repo}")
+            yield resp.stream or _empty(), int(resp.headers.get("content-length", "0"))
+
+    def _put_manifest(self, repo: Repository, reference: str, manifest: Manifest) -> None:
+        scope = f"repository:{repo.path}:pull,push"
+        with self._call("PUT", repo.host, f"{repo.path}/manifests/{reference}", scope,
+                        headers={"Content-Type": manifest.media_type}, data=manifest.body) as resp:
+            _expect(resp, (200, 201), repo.host, f"put manifest {repo}:{reference}")
+            stored = resp.headers.get("docker-content-digest")
+        if stored and stored != manifest.digest:
+            raise RegistryError(f"{repo}:{reference}: the registry stored {stored}, not {manifest.digest}")
+
+    def _exists(self, repo: Repository, path: str) -> bool:
+        headers = {"Accept": MANIFEST_TYPES} if path.startswith("manifests/") else {}
+        with self._call("HEAD", repo.host, f"{repo.path}/{path}", f"repository:{repo.path}:pull",
+                        headers=headers) as resp:
+            if resp.status == 404:
+                return False
+            _expect(resp, (200,), repo.host, f"HEAD {repo}/{path}")
+            return True
+
+    def _base(self, host: str) -> str:
+        scheme = "http" if host in self.insecure or _is_local(host) else "https"
+        api_host = "registry-1.docker.io" if host == "docker.io" else host
+        return f"{scheme}://{api_host}/v2/"
+
+    def _location(self, host: str, resp: Opened) -> str:
+        location = resp.headers.get("location")
+        if not location:
+            raise RegistryError(f"{host}: an upload was started without a Location")
+        return urllib.parse.urljoin(self._base(host), location)
+
+    @contextmanager
+    def _call(self, method: str, host: str, path: str, scope: str, *, headers: dict[str, str] | None = None,
+              data: bytes | IO[bytes] | None = None) -> Iterator[Opened]:
+        """One request (``path`` relative to ``/v2/``, or an absolute URL), authenticated for ``scope``.
+
+        A 401 is answered once with a token (Bearer) or the stored credentials (Basic), then retried; a
+        streamed body cannot be sent twice, so uploads start with a POST that settles the auth first.
+        """
+        url = path if "://" in path else self._base(host) + path
+        for attempt in range(2):
+            sent = dict(headers or {})
+            auth = self._auth.get((host, scope)) or _stored_auth(host)
+            if auth:
+                sent["Authorization"] = auth
+            resp = self._send(method, url, sent, data)
+            if resp.status == 401:
+                challenge = resp.headers.get("www-authenticate", "")
+                resp.close()
+                if attempt == 1 or not (data is None or isinstance(data, bytes)):
+                    break
+                self._auth[(host, scope)] = self._authorize(challenge, host, scope)
+                continue
+            try:
+                yield resp
+            finally:
+                resp.close()
+            return
+        raise RegistryError(f"{host}: unauthorized for {scope} (log in with `docker login {host}`)")
+
+    def _authorize(self, challenge: str, host: str, scope: str) -> str:
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme == "basic":
+            basic = _stored_auth(host)
+            if basic:
+                return basic
+        if scheme != "bearer":
+            raise RegistryError(f"{host}: unauthorized (log in with `docker login {host}`)")
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        query = [("service", params["service"])] if "service" in params else []
+        query += [("scope", s) for s in scope.split(" ")]
+        url = params.get("realm", "") + "?" + urllib.parse.urlencode(query)
+        basic = _stored_auth(host)
+        resp = self._send("GET", url, {"Authorization": basic} if basic else {}, None)
+        try:
+            _expect(resp, (200,), host, "get a token")
+            data = json.loads(resp.read())
+        except ValueError as exc:
+            raise RegistryError(f"{host}: cannot get a token: {exc}") from None
+        finally:
+            resp.close()
+        return f"Bearer {data.get('token') or data.get('access_token')}"
+
+
+def _expect(resp: Opened, ok: tuple[int, ...], host: str, what: str) -> None:
+    if resp.status in ok:
+        return
+    detail = ""
+    try:
+        errors = json.loads(resp.read() or b"{}").get("errors") or []
+        detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
+    except (ValueError, AttributeError, OSError):
+        pass
+    raise RegistryError(f"{host}: {what}: HTTP {resp.status}{f' ({detail})' if detail else ''}")
+
+
+def _references(manifest: Manifest, repo: Repository) -> tuple[list[str], list[tuple[str, int]]]:
+    """The child manifests (of an index) and the blobs with their sizes (of an image) ``manifest`` refers to.
+
+    Foreign (non-distributable) layers, which carry ``urls``, live elsewhere by design and are not copied.
+    """
+    try:
+        doc = json.loads(manifest.body)
+        children = [str(m["digest"]) for m in doc.get("manifests") or ()]
+        descriptors = ([doc["config"]] if isinstance(doc.get("config"), dict) else []) + list(doc.get("layers") or ())
+        blobs = [(str(b["digest"]), int(b.get("size") or 0)) for b in descriptors if not b.get("urls")]
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise RegistryError(f"{repo.by_digest(manifest.digest)}: not a manifest imgbuild can copy ({exc!r})") from None
+    return children, blobs
+
+
+def _media_type(body: bytes) -> str:
+    """The media type a manifest declares (a registry always sends Content-Type; this is the fallback)."""
+    try:
+        declared = json.loads(body).get("mediaType")
+    except (ValueError, AttributeError):
+        declared = None
+    return str(declared or "application/vnd.oci.image.manifest.v1+json")
+
+
+def _empty() -> IO[bytes]:
+    import io
+
+    return io.BytesIO(b"")
