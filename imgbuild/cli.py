@@ -86,8 +86,10 @@ def _parser() -> argparse.ArgumentParser:
 
     from imgbuild.commands.ci import add_arguments as add_ci_arguments
     from imgbuild.commands.history import add_arguments as add_history_arguments
+    from imgbuild.commands.release import add_arguments as add_release_arguments
 
     add_ci_arguments(sub, common)
+    add_release_arguments(sub, common)
 
     add_history_arguments(sub, common)
 
