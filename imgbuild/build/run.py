@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -167,10 +168,12 @@ def execute(
         if cache is not None and key is not None and inputs is not None:
             from imgbuild.digest import canonical_json
 
-            cache.record(target, key=key, ref=ref, image_id=output.image_id, manifest_digest=output.digest,
-                         config_digest=output.config_digest,
-                         inputs=canonical_json(inputs[job.key].manifest()).decode(),
-                         supersede=job.key in options.rebuild)
+            # In the background: saving the image and uploading its blobs must not hold up dependants,
+            # which only need the image in the engine. The run waits for every recording before it ends.
+            recordings.append(recorder.submit(
+                cache.record, target, key=key, ref=ref, image_id=output.image_id, manifest_digest=output.digest,
+                config_digest=output.config_digest, inputs=canonical_json(inputs[job.key].manifest()).decode(),
+                supersede=job.key in options.rebuild))
         result = Built(status="built", ref=ref, image_id=output.image_id, digest=output.digest, tags=tags,
                        metadata=output.metadata)
         if after_build is not None:
@@ -186,8 +189,12 @@ def execute(
             progress.finished(_target_result(event.result, targets[event.key], options.logs_dir, inputs))
 
     jobs = [Job(key=str(s.target.label), deps=tuple(str(d) for d in s.deps)) for s in plan.steps]
-    results = run_jobs(jobs, run, parallelism=options.parallelism, keep_going=options.keep_going, stop=stop,
-                       on_event=on_event)
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgbuild-record") as recorder:
+        recordings: list[Future[None]] = []
+        results = run_jobs(jobs, run, parallelism=options.parallelism, keep_going=options.keep_going, stop=stop,
+                           on_event=on_event)
+        for f in recordings:
+            f.result()  # TargetCache.record never raises; this only waits
     return RunResult(
         targets=tuple(_target_result(r, targets[r.key], options.logs_dir, inputs) for r in results),
         interrupted=stop.is_set(),

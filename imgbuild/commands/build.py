@@ -197,15 +197,19 @@ def _record_history(result: RunResult, ws: Workspace, *, git: gitinfo.GitInfo, e
     from imgbuild.ci import detect
     from imgbuild.commands.history import open_history
 
-    layers = {}
-    for t in result.targets:
-        if t.status == "built" and t.image_id:
-            try:
-                steps = images.history(t.image_id)
-                sizes = [int(str(s.get("Size", 0)) or 0) for s in steps]
-                layers[t.label] = (sum(1 for n in sizes if n > 0), sum(sizes))
-            except Exception:
-                pass  # layer facts are a nicety; the record itself must be written
+    from concurrent.futures import ThreadPoolExecutor
+
+    def layer_facts(image_id: str) -> tuple[int, int] | None:
+        try:
+            sizes = [int(str(s.get("Size", 0)) or 0) for s in images.history(image_id)]
+        except Exception:
+            return None  # layer facts are a nicety; the record itself must be written
+        return sum(1 for n in sizes if n > 0), sum(sizes)
+
+    built = [t for t in result.targets if t.status == "built" and t.image_id]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        facts = list(pool.map(lambda t: layer_facts(t.image_id or ""), built))
+    layers = {t.label: f for t, f in zip(built, facts) if f is not None}
     history = open_history(ws, warn)
     for record in records_for(result, ws, git=git, ci=detect(environ), builder=builder, layers=layers):
         history.append(record)
