@@ -62,6 +62,13 @@ class Defaults:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ReleaseConfig:
+    tags: tuple[str, ...] = ()  # empty: the defaults for the version
+    registries: tuple[str, ...] = ()  # empty: each target's own registries
+    semver: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class WorkspaceConfig:
     root: Path
     file: Path
@@ -70,6 +77,7 @@ class WorkspaceConfig:
     cache_policies: tuple[CachePolicy, ...] = ()
     history: HistoryConfig = field(default_factory=HistoryConfig)
     concurrency: int = 4
+    release: ReleaseConfig = field(default_factory=ReleaseConfig)
 
     def registry(self, name: str) -> Registry:
         return next(r for r in self.registries if r.name == name)

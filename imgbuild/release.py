@@ -33,7 +33,7 @@ from imgbuild.history.record import HistoryRecord
 from imgbuild.push import PushError
 from imgbuild.registry import Reference, RegistryError
 from imgbuild.regcopy import CopyStats, Repository
-from imgbuild.model import Target
+from imgbuild.model import Target, WorkspaceConfig
 from imgbuild.tags import TagContext, TemplateError, check, render
 
 DEFAULT_TAGS = ("{version}", "{version.major}.{version.minor}", "latest")
@@ -119,15 +119,10 @@ class ReleaseSettings:
     semver: bool = True
 
 
-def settings_from(config: object) -> ReleaseSettings:
-    """The workspace's ``release: {tags, registries, semver}`` when its model has one, else the defaults."""
-    section = getattr(config, "release", None)
-    if section is None:
-        return ReleaseSettings()
-    tags = getattr(section, "tags", None)
-    return ReleaseSettings(tags=tuple(tags) if tags else None,
-                           registries=tuple(getattr(section, "registries", None) or ()),
-                           semver=bool(getattr(section, "semver", True)))
+def settings_from(config: WorkspaceConfig) -> ReleaseSettings:
+    """The workspace's ``release: {tags, registries, semver}`` (imgbuild.yaml)."""
+    section = config.release
+    return ReleaseSettings(tags=section.tags or None, registries=section.registries, semver=section.semver)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from imgbuild.errors import Location, SpecError, SpecErrors
-from imgbuild.model import CachePolicy, Defaults, HistoryConfig, Registry, WorkspaceConfig
+from imgbuild.model import CachePolicy, Defaults, HistoryConfig, Registry, ReleaseConfig, WorkspaceConfig
 from imgbuild.spec.schemas import validate
 from imgbuild.yamlsource import YamlDocument, load_yaml
 
@@ -99,6 +99,9 @@ def load_config(root: Path) -> tuple[WorkspaceConfig, YamlDocument]:
         labels=string_pairs(d.get("labels")),
         push=d.get("push", False),
     )
+    r = data.get("release") or {}
+    release = ReleaseConfig(tags=tuple(r.get("tags", ())), registries=tuple(r.get("registries", ())),
+                            semver=r.get("semver", True))
     config = WorkspaceConfig(
         root=root,
         file=root / WORKSPACE_FILE,
@@ -107,6 +110,7 @@ def load_config(root: Path) -> tuple[WorkspaceConfig, YamlDocument]:
         cache_policies=policies,
         history=history,
         concurrency=data.get("concurrency", 4),
+        release=release,
     )
     _check_references(config, doc, d)
     return config, doc
@@ -125,13 +129,18 @@ def _check_references(config: WorkspaceConfig, doc: YamlDocument, defaults: dict
     if config.defaults.cache and config.defaults.cache not in policies:
         errors.append(doc.error(f"unknown cache policy {config.defaults.cache!r}", ("defaults", "cache"),
                                 unknown_hint(config.defaults.cache, policies, "cache_policies"), value=True))
+    for i, name in enumerate(config.release.registries):
+        if name not in known_regs:
+            errors.append(doc.error(f"unknown registry {name!r}", ("release", "registries", i),
+                                    unknown_hint(name, known_regs, "registries"), value=True))
     from imgbuild.tags import TemplateError, check
 
-    for i, template in enumerate(config.defaults.tags):
-        try:
-            check(template)
-        except TemplateError as exc:
-            errors.append(doc.error(str(exc).split(" (known")[0], ("defaults", "tags", i), value=True))
+    for section, templates in (("defaults", config.defaults.tags), ("release", config.release.tags)):
+        for i, template in enumerate(templates):
+            try:
+                check(template)
+            except TemplateError as exc:
+                errors.append(doc.error(str(exc).split(" (known")[0], (section, "tags", i), value=True))
     if errors:
         raise SpecErrors(errors)
 

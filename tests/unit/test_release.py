@@ -11,7 +11,6 @@ import urllib.parse
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import IO
 
 import pytest
@@ -39,6 +38,7 @@ REG = "localhost:5000/team/web"
 REL = "registry.example.com/rel/web"
 CTX = TagContext(git=GitInfo(sha=SHA, branch="main"), now=datetime(2024, 5, 1, tzinfo=timezone.utc))
 CLEAN = GitState(commit=SHA, dirty=False)
+from tests.conftest import WorkspaceFactory
 
 
 # -- versions ---------------------------------------------------------------------------------------------
@@ -117,11 +117,15 @@ def test_templates_are_checked_rendered_and_deduplicated() -> None:
     assert [t.tag for t in tags] == ["1.0.0", "latest"]
 
 
-def test_settings_come_from_a_release_section_when_the_model_has_one() -> None:
-    assert settings_from(SimpleNamespace()) == ReleaseSettings()
-    section = SimpleNamespace(tags=["v{version}"], registries=["prod"], semver=False)
-    assert settings_from(SimpleNamespace(release=section)) == ReleaseSettings(tags=("v{version}",),
-                                                                               registries=("prod",), semver=False)
+def test_settings_come_from_the_workspace_release_section(make_ws: WorkspaceFactory) -> None:
+    from imgbuild.spec.packages import load_workspace
+
+    plain = load_workspace(make_ws({"imgbuild.yaml": "version: 1\n"}))
+    assert settings_from(plain.config) == ReleaseSettings()
+    root = make_ws({"imgbuild.yaml": "version: 1\nregistries: {prod: {url: r.io/a}}\n"
+                                     "release: {tags: ['v{version}'], registries: [prod], semver: false}\n"})
+    assert settings_from(load_workspace(root).config) == ReleaseSettings(tags=("v{version}",),
+                                                                         registries=("prod",), semver=False)
 
 
 # -- finding the image --------------------------------------------------------------------------------------
