@@ -10,9 +10,11 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Protocol
 
 from imgbuild.model import Target, Workspace
+from imgbuild.regcopy import Copier, Repository
 from imgbuild.registry import Reference, RegistryClient, RegistryError
 
 # Registry or network trouble worth another try; anything else (denied, unknown, invalid) is final.
@@ -27,6 +29,7 @@ class PushPlan:
     image_id: str  # with the containerd image store this is the digest the registry will hold
     refs: tuple[Reference, ...]
     immutable_hosts: frozenset[str] = frozenset()
+    blob_dir: Path | None = None  # the image's blobs on disk (the target cache): pushed over HTTP, no engine
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,11 +51,12 @@ def push_refs(target: Target, ws: Workspace, local_tags: tuple[str, ...]) -> tup
     return tuple(out)
 
 
-def plan_push(target: Target, ws: Workspace, image_id: str, local_tags: tuple[str, ...]) -> PushPlan:
+def plan_push(target: Target, ws: Workspace, image_id: str, local_tags: tuple[str, ...],
+              blob_dir: Path | None = None) -> PushPlan:
     hosts = {ws.config.registry(n).url.split("/", 1)[0] for n in target.registries
              if ws.config.registry(n).immutable_tags}
     return PushPlan(label=str(target.label), image_id=image_id, refs=push_refs(target, ws, local_tags),
-                    immutable_hosts=frozenset(hosts))
+                    immutable_hosts=frozenset(hosts), blob_dir=blob_dir)
 
 
 def immutable_conflicts(plans: list[PushPlan], client: RegistryClient) -> list[str]:
@@ -80,9 +84,11 @@ class Engine(Protocol):
 
 class Pusher:
     def __init__(self, engine: Engine, client: RegistryClient, *, attempts: int = 4, backoff: float = 0.5,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+                 sleep: Callable[[float], None] = time.sleep, copier: Copier | None = None) -> None:
         self.engine = engine
         self.client = client
+        self.copier = copier
+        self.mounts: dict[tuple[str, str], str] = {}  # (host, blob) -> a repository there that holds it
         self.attempts = attempts
         self.backoff = backoff
         self.sleep = sleep
@@ -91,9 +97,21 @@ class Pusher:
         """Push every reference of ``plan`` that does not already point at the image, then verify."""
         uploaded = []
         try:
-            for ref in plan.refs:
-                if self._current(ref) == plan.image_id:
-                    continue  # already there with this digest: nothing to send
+            missing = [ref for ref in plan.refs if self._current(ref) != plan.image_id]
+            if missing and plan.blob_dir is not None and self.copier is not None:
+                # Straight from the target cache's blobs, over HTTP: parallel, layers shared between
+                # images mounted rather than sent again, and the engine (which serializes pushes) idle.
+                by_repo: dict[tuple[str, str], list[Reference]] = {}
+                for ref in missing:
+                    by_repo.setdefault((ref.host, ref.repository), []).append(ref)
+                for (host, path), refs in by_repo.items():
+                    repo = Repository(host=host, path=path)
+                    tags = tuple(r.tag for r in refs)
+                    blob_dir = plan.blob_dir
+                    self._with_retries(lambda: self._push_blobs(blob_dir, repo, plan.image_id, tags), str(repo))
+                    uploaded += [str(r) for r in refs]
+                missing = []
+            for ref in missing:
                 self.engine.tag(plan.image_id, str(ref))
                 self._with_retries(lambda: self.engine.push(str(ref)), str(ref))
                 uploaded.append(str(ref))
@@ -109,6 +127,10 @@ class Pusher:
             return PushResult(label=plan.label, uploaded=tuple(uploaded), error=str(exc))
         return PushResult(label=plan.label, pushed=tuple(sorted(pushed)), tags=tuple(sorted(map(str, plan.refs))),
                           uploaded=tuple(uploaded))
+
+    def _push_blobs(self, blob_dir: Path, repo: Repository, digest: str, tags: tuple[str, ...]) -> None:
+        assert self.copier is not None
+        self.copier.push_blobs(blob_dir, repo, digest, tags, self.mounts)
 
     def push_all(self, plans: list[PushPlan], parallelism: int) -> list[PushResult]:
         with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:

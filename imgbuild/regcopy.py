@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from imgbuild.registry import MANIFEST_TYPES, Reference, RegistryError, _is_local, _stored_auth
@@ -143,6 +144,65 @@ class Copier:
         stats = CopyStats()
         self._copy_manifest(src, dst, digest, stats)
         return self.tag(dst, digest, tags, stats)
+
+    def push_blobs(self, blob_dir: Path, dst: Repository, digest: str, tags: tuple[str, ...],
+                   mounts: dict[tuple[str, str], str] | None = None) -> CopyStats:
+        """Push the image ``digest`` from a directory of its blobs (``sha256/<hex>`` files: an OCI layout's
+        or the target cache's), then tag it: no engine involved.
+
+        ``mounts`` maps (host, blob digest) to a repository on that host known to hold the blob (filled in
+        as this pusher goes), so layers shared between images are mounted, not sent again.
+        """
+        stats = CopyStats()
+        self._push_manifest_from(blob_dir, dst, digest, stats, mounts if mounts is not None else {})
+        manifest = _local_manifest(blob_dir, digest)
+        for tag in tags:
+            self._put_manifest(dst, tag, manifest)
+            stats.tags_put.append(str(dst.tagged(tag)))
+        return stats
+
+    def _push_manifest_from(self, blob_dir: Path, dst: Repository, digest: str, stats: CopyStats,
+                            mounts: dict[tuple[str, str], str]) -> None:
+        if self._exists(dst, f"manifests/{digest}"):
+            return
+        manifest = _local_manifest(blob_dir, digest)
+        children, blobs = _references(manifest, dst)
+        for child in children:
+            self._push_manifest_from(blob_dir, dst, child, stats, mounts)
+        for blob, size in blobs:
+            self._push_blob_from(blob_dir, dst, blob, size, stats, mounts)
+        self._put_manifest(dst, digest, manifest)
+        stats.manifests_put += 1
+
+    def _push_blob_from(self, blob_dir: Path, dst: Repository, digest: str, size: int, stats: CopyStats,
+                        mounts: dict[tuple[str, str], str]) -> None:
+        push = f"repository:{dst.path}:pull,push"
+        source = mounts.get((dst.host, digest))
+        if source and source != dst.path:
+            query = urllib.parse.urlencode({"mount": digest, "from": source})
+            with self._call("POST", dst.host, f"{dst.path}/blobs/uploads/?{query}",
+                            f"{push} repository:{source}:pull") as resp:
+                if resp.status == 201:
+                    stats.blobs_mounted += 1
+                    return
+        elif self._exists(dst, f"blobs/{digest}"):
+            stats.blobs_present += 1
+            mounts.setdefault((dst.host, digest), dst.path)
+            return
+        with self._call("POST", dst.host, f"{dst.path}/blobs/uploads/", push) as resp:
+            _expect(resp, (202,), dst.host, f"start an upload to {dst}")
+            location = self._location(dst.host, resp)
+        path = blob_dir / digest.split(":", 1)[1]
+        size = size or path.stat().st_size
+        sep = "&" if "?" in location else "?"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
+        with path.open("rb") as stream, self._call(
+                "PUT", dst.host, f"{location}{sep}digest={urllib.parse.quote(digest)}", push,
+                headers=headers, data=stream) as resp:
+            _expect(resp, (201,), dst.host, f"upload {digest} to {dst}")
+        stats.blobs_sent += 1
+        stats.bytes_sent += size
+        mounts[(dst.host, digest)] = dst.path
 
     def manifest(self, repo: Repository, reference: str) -> Manifest | None:
         """The manifest ``reference`` (a tag or digest) of ``repo``, checked against its digest; None if absent."""
@@ -327,6 +387,17 @@ def _references(manifest: Manifest, repo: Repository) -> tuple[list[str], list[t
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise RegistryError(f"{repo.by_digest(manifest.digest)}: not a manifest imgbuild can copy ({exc!r})") from None
     return children, blobs
+
+
+def _local_manifest(blob_dir: Path, digest: str) -> Manifest:
+    try:
+        body = (blob_dir / digest.split(":", 1)[1]).read_bytes()
+    except OSError as exc:
+        raise RegistryError(f"blob {digest} is not in {blob_dir}: {exc.strerror}") from None
+    actual = "sha256:" + hashlib.sha256(body).hexdigest()
+    if actual != digest:
+        raise RegistryError(f"blob {digest} in {blob_dir} is corrupt (its digest is {actual})")
+    return Manifest(media_type=_media_type(body), body=body, digest=digest)
 
 
 def _media_type(body: bytes) -> str:

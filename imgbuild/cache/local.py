@@ -42,6 +42,11 @@ class LocalStore:
     def _blob_path(self, digest: str) -> Path:
         return self.root / "blobs" / "sha256" / digest_hex(digest)
 
+    @property
+    def blob_dir(self) -> Path:
+        """Where the blobs lie, as ``<hex>`` files (what an OCI layout's ``blobs/sha256`` holds)."""
+        return self.root / "blobs" / "sha256"
+
     def get(self, key: str) -> CacheEntry | None:
         path = self._entry_path(key)
         with _unavailable(f"cannot read {path}"):

@@ -138,6 +138,18 @@ class TargetCache:
     def lookup(self, target: Target, key: str) -> CacheEntry | None:
         return self.store_for(target).get(key, label=str(target.label))
 
+    def local_blobs(self, target: Target, key: str) -> Path | None:
+        """A directory holding every blob of the target's entry, when its store is a local one (for pushing
+        straight from the cache, without the engine); None otherwise."""
+        store = self.store_for(target)
+        backend = getattr(store, "store", None)
+        if not isinstance(backend, LocalStore):
+            return None
+        entry = store.get(key, label=str(target.label))
+        if entry is None or not all((backend.blob_dir / b.digest.split(":", 1)[1]).is_file() for b in entry.blobs):
+            return None
+        return backend.blob_dir
+
     def previous(self, target: Target) -> CacheEntry | None:
         """The newest entry of the same target (for explaining a rebuild), if any."""
         found = self.store_for(target).entries_for(str(target.label), limit=1)

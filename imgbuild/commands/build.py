@@ -19,7 +19,7 @@ from imgbuild.build.images import Images
 from imgbuild.build.layers import LayerCaches
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
 from imgbuild.build.request import plan_request
-from imgbuild.build.results import RunResult, with_push, write_metadata, write_report
+from imgbuild.build.results import RunResult, TargetResult, with_push, write_metadata, write_report
 from imgbuild.build.run import BuildOptions, Built, execute, local_tags
 from imgbuild.commands import load_graph, patterns
 from imgbuild.cache.targets import TargetCache
@@ -29,6 +29,7 @@ from imgbuild.fileset import FilesetError
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
 from imgbuild.push import PushError, Pusher, immutable_conflicts, plan_push
+from imgbuild.regcopy import Copier
 from imgbuild.registry import RegistryClient
 from imgbuild.model import Target, Workspace
 from imgbuild.plan import Plan, make_plan
@@ -111,7 +112,9 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
                             "  hint: commit or stash the changes, or pass --allow-dirty (tags then end in -dirty)")
     requested = {str(s.target.label) for s in plan.steps if s.requested}
     pushing = {lb for lb in requested if graph.target(Label.parse(lb)).push} if args.push else set()
-    pusher = Pusher(Images(), RegistryClient(insecure_hosts=_insecure_hosts(ws))) if pushing else None
+    insecure = _insecure_hosts(ws)
+    pusher = Pusher(Images(), RegistryClient(insecure_hosts=insecure),
+                    copier=Copier(insecure_hosts=insecure)) if pushing else None
     pushes: dict[str, tuple[tuple[str, ...], str | None]] = {}
 
     def push_now(target: Target, built: Built) -> None:
@@ -149,7 +152,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
                              after_build=_only(pushing, push_now) if args.push_as_ready and pusher else None,
                              layers=layers, now=now)
             if pusher is not None and not args.push_as_ready and result.ok:
-                _push_after(result, graph, pusher, pushing, pushes, parallelism, progress)
+                _push_after(result, graph, pusher, pushing, pushes, parallelism, cache)
             elif pusher is not None and not args.push_as_ready:
                 progress.warn("not pushing anything: a target did not build (the registries are untouched)")
     finally:
@@ -246,10 +249,14 @@ def _only(labels: set[str], hook: Callable[[Target, Built], None]) -> Callable[[
 
 
 def _push_after(result: RunResult, graph: TargetGraph, pusher: Pusher, labels: set[str],
-                pushes: dict[str, tuple[tuple[str, ...], str | None]], parallelism: int, progress: Progress) -> None:
+                pushes: dict[str, tuple[tuple[str, ...], str | None]], parallelism: int, cache: TargetCache) -> None:
     """Default --push: every target built, then check every immutable tag, then push all in parallel."""
     ws = graph.workspace
-    plans = [plan_push(graph.target(Label.parse(t.label)), ws, t.image_id or "", t.tags)
+
+    def blobs(t: TargetResult) -> Path | None:
+        return cache.local_blobs(graph.target(Label.parse(t.label)), t.input_digest) if t.input_digest else None
+
+    plans = [plan_push(graph.target(Label.parse(t.label)), ws, t.image_id or "", t.tags, blob_dir=blobs(t))
              for t in result.targets if t.label in labels]
     conflicts = immutable_conflicts(plans, pusher.client)
     if conflicts:
