@@ -59,18 +59,9 @@ class S3Store:
     # -- the interface ------------------------------------------------------------------------------------
 
     def get(self, key: str) -> CacheEntry | None:
-        object_key = self._entry_key(key)
         with self._errors("reading an entry"):
-            client = self._ready()
-            try:
-                response = client.get_object(Bucket=self.bucket, Key=object_key)
-            except ClientError as exc:
-                if _code(exc) in _MISSING_KEY:
-                    return None
-                raise
-            with contextlib.closing(response["Body"]) as body:
-                data = body.read()
-        return CacheEntry.from_bytes(data, expected_key=key)
+            data = read_object(self._ready(), self.bucket, self._entry_key(key))
+        return None if data is None else CacheEntry.from_bytes(data, expected_key=key)
 
     def put(self, entry: CacheEntry, *, replace: bool = False) -> bool:
         object_key = self._entry_key(entry.key)
@@ -314,3 +305,15 @@ def _display_endpoint(endpoint_url: str | None, client: Any) -> str:
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"  # never user:password@
 
+
+def read_object(client: Any, bucket: str, key: str) -> bytes | None:
+    """The object's bytes, or None when there is no such object (other errors propagate)."""
+    try:
+        response = client.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if _code(exc) in _MISSING_KEY:
+            return None
+        raise
+    with contextlib.closing(response["Body"]) as body:
+        data: bytes = body.read()
+    return data

@@ -28,9 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any, Callable, Iterator
 
-from botocore.exceptions import ClientError
 
-from imgbuild.cache.s3 import _MISSING_KEY, S3Store, _code
+from imgbuild.cache.s3 import S3Store, read_object
 from imgbuild.cache.store import CacheUnavailable
 from imgbuild.history.record import HistoryRecord
 from imgbuild.history.store import AmbiguousId, CorruptRecord, HistoryUnavailable, Query, id_prefix
@@ -125,14 +124,9 @@ class S3History:
 
     def _read(self, client: Any, key: str) -> HistoryRecord | None:
         """The verified record at ``key``; None if there is no such object."""
-        try:
-            response = client.get_object(Bucket=self.bucket, Key=key)
-        except ClientError as exc:
-            if _code(exc) in _MISSING_KEY:
-                return None
-            raise
-        with contextlib.closing(response["Body"]) as body:
-            data = body.read()
+        data = read_object(client, self.bucket, key)
+        if data is None:
+            return None
         where = f"s3://{self.bucket}/{key}"
         record = HistoryRecord.from_bytes(data, where=where)
         if self.record_key(record) != key:
