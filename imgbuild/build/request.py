@@ -35,6 +35,7 @@ class BuildRequest:
     metadata_file: str | None = None
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
+    no_cache: bool = False  # BuildKit runs every step (imgbuild build --no-cache)
 
     def argv(self) -> tuple[str, ...]:
         """The ``docker`` arguments, in a fixed order (the dry run prints exactly these)."""
@@ -60,6 +61,8 @@ class BuildRequest:
             a += ["--cache-from", c]
         for c in self.cache_to:
             a += ["--cache-to", c]
+        if self.no_cache:
+            a.append("--no-cache")
         if self.metadata_file:
             a += ["--metadata-file", self.metadata_file]
         if self.load:

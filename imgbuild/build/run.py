@@ -40,6 +40,7 @@ class BuildOptions:
     builder: str | None = None
     named_contexts: bool = True
     rebuild: frozenset[str] = frozenset()  # labels built even when cached (--rebuild, or all with --no-cache)
+    no_cache: bool = False  # --no-cache: no layer cache imported and BuildKit's own cache bypassed too
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,7 +113,10 @@ def execute(
                                environ=environ, builder=options.builder, named_contexts=options.named_contexts)
         if layers is not None:
             cache_from, cache_to = layers.before(target)
-            request = replace(request, cache_from=cache_from, cache_to=cache_to)
+            # --no-cache still exports, so the next runs benefit from this fresh build.
+            request = replace(request, cache_from=() if options.no_cache else cache_from, cache_to=cache_to)
+        if options.no_cache:
+            request = replace(request, no_cache=True)
         return request
 
     # Look every target up before scheduling: keys are known (they derive from inputs, not from

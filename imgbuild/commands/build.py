@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="live view on a terminal (auto), or one line per event (plain)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the build report (specs/report.schema.json)")
     p.add_argument("--dry-run", action="store_true", help="print the engine commands without running them")
-    p.add_argument("--no-cache", action="store_true", help="build every selected target, cached or not")
+    p.add_argument("--no-cache", action="store_true",
+                   help="build every selected target from scratch: no target cache, no layer cache, no BuildKit cache")
     p.add_argument("--rebuild", action="append", default=[], metavar="LABEL",
                    help="build this target even if it is cached (repeatable; a pattern)")
     p.add_argument("--push", action="store_true",
@@ -144,7 +145,8 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     cache = TargetCache(ws, images, warn=warn, read_only=args.cache_read_only)
     layers.warn = warn
     options = BuildOptions(parallelism=parallelism, logs_dir=ws.root / ".imgbuild" / "logs",
-                           keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild))
+                           keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild),
+                           no_cache=args.no_cache)
     try:
         with _stop_on_signals(stop):
             result = execute(plan, ws, executor, images=images, options=options, git=git, environ=environ,

@@ -74,3 +74,12 @@ def test_credentials_never_reach_the_source_label() -> None:
 
     assert _public_url("https://x-access-token:ghp_123@github.com/acme/mono.git") == "https://github.com/acme/mono.git"
     assert _public_url("git@github.com:acme/mono.git") == "git@github.com:acme/mono.git"
+
+
+def test_no_cache_reaches_buildkit() -> None:
+    from dataclasses import replace
+
+    req = BuildRequest(label="//a:a", context="/ws/a", dockerfile="/ws/a/Dockerfile", target=None, build_args=(),
+                       build_contexts=(), platforms=(), secrets=(), labels=(), tags=("a:dev",))
+    assert "--no-cache" not in req.argv()
+    assert replace(req, no_cache=True).argv()[-3:] == ("--no-cache", "--load", "/ws/a")
