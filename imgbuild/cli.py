@@ -12,8 +12,9 @@ from imgbuild.errors import EXIT_INTERRUPTED, ImgbuildError
 
 EPILOG = """exit status:
   0    success
-  1    a build failed (or a target was skipped because its dependency failed)
-  2    bad input: a spec error, an unknown label or pattern, a usage error
+  1    a build or push failed (or a target was skipped because its dependency failed);
+       release/promote refused because of the registries' or the work tree's state
+  2    bad input: a spec error, an unknown label or pattern, a usage error, a bad version
   3    the container engine is not reachable
   130  interrupted
 

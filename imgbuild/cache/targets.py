@@ -138,15 +138,17 @@ class TargetCache:
     def lookup(self, target: Target, key: str) -> CacheEntry | None:
         return self.store_for(target).get(key, label=str(target.label))
 
-    def local_blobs(self, target: Target, key: str) -> Path | None:
-        """A directory holding every blob of the target's entry, when its store is a local one (for pushing
-        straight from the cache, without the engine); None otherwise."""
+    def local_blobs(self, target: Target, key: str, image_id: str) -> Path | None:
+        """A directory holding every blob of the target's entry for ``image_id``, when its store is a local
+        one (for pushing straight from the cache, without the engine); None otherwise."""
         store = self.store_for(target)
         backend = getattr(store, "store", None)
         if not isinstance(backend, LocalStore):
             return None
         entry = store.get(key, label=str(target.label))
-        if entry is None or not all((backend.blob_dir / b.digest.split(":", 1)[1]).is_file() for b in entry.blobs):
+        if entry is None or entry.image_id != image_id:
+            return None  # e.g. a --rebuild with a read-only cache: the entry still names the old image
+        if not all((backend.blob_dir / b.digest.split(":", 1)[1]).is_file() for b in entry.blobs):
             return None
         return backend.blob_dir
 

@@ -256,7 +256,9 @@ def _push_after(result: RunResult, graph: TargetGraph, pusher: Pusher, labels: s
     ws = graph.workspace
 
     def blobs(t: TargetResult) -> Path | None:
-        return cache.local_blobs(graph.target(Label.parse(t.label)), t.input_digest) if t.input_digest else None
+        if not t.input_digest or not t.image_id:
+            return None
+        return cache.local_blobs(graph.target(Label.parse(t.label)), t.input_digest, t.image_id)
 
     plans = [plan_push(graph.target(Label.parse(t.label)), ws, t.image_id or "", t.tags, blob_dir=blobs(t))
              for t in result.targets if t.label in labels]

@@ -69,8 +69,9 @@ def main(args: argparse.Namespace) -> int:
         why = "all targets (--all)"
     else:
         base = args.since or (f"origin/{ci.base_ref}" if ci and ci.base_ref else f"origin/{args.default_branch}")
-        if not args.since and not (ci and ci.base_ref) and git.branch == args.default_branch:
-            base = "HEAD~1"  # on the default branch itself: what this commit changed
+        branch = (ci.branch if ci else None) or git.branch  # CI checkouts are often a detached HEAD
+        if not args.since and not (ci and ci.base_ref) and (branch == args.default_branch or git.tag):
+            base = "HEAD~1"  # on the default branch (or a tag) itself: what this commit changed
         selected = affected_targets(graph, changed_files(ws.root, base)) & universe
         why = f"targets affected since {base}"
     if args.shard:
