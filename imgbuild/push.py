@@ -28,7 +28,7 @@ class PushPlan:
     label: str
     image_id: str  # with the containerd image store this is the digest the registry will hold
     refs: tuple[Reference, ...]
-    immutable_hosts: frozenset[str] = frozenset()
+    immutable: frozenset[str] = frozenset()  # urls (host/path) of the registries whose tags never move
     blob_dir: Path | None = None  # the image's blobs on disk (the target cache): pushed over HTTP, no engine
 
 
@@ -53,10 +53,9 @@ def push_refs(target: Target, ws: Workspace, local_tags: tuple[str, ...]) -> tup
 
 def plan_push(target: Target, ws: Workspace, image_id: str, local_tags: tuple[str, ...],
               blob_dir: Path | None = None) -> PushPlan:
-    hosts = {ws.config.registry(n).url.split("/", 1)[0] for n in target.registries
-             if ws.config.registry(n).immutable_tags}
+    urls = {ws.config.registry(n).url for n in target.registries if ws.config.registry(n).immutable_tags}
     return PushPlan(label=str(target.label), image_id=image_id, refs=push_refs(target, ws, local_tags),
-                    immutable_hosts=frozenset(hosts), blob_dir=blob_dir)
+                    immutable=frozenset(urls), blob_dir=blob_dir)
 
 
 def immutable_conflicts(plans: list[PushPlan], client: RegistryClient) -> list[str]:
@@ -64,7 +63,8 @@ def immutable_conflicts(plans: list[PushPlan], client: RegistryClient) -> list[s
     problems = []
     for plan in plans:
         for ref in plan.refs:
-            if ref.host not in plan.immutable_hosts:
+            # Per registry, not per host: two registries may share a host under different paths.
+            if not any(str(ref).startswith(url + "/") for url in plan.immutable):
                 continue
             try:
                 current = client.tag_digest(ref)

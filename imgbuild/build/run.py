@@ -112,7 +112,10 @@ def execute(
         request = plan_request(target, ws, dep_refs=dep_refs, git=git, created=started_at, tags=tags,
                                environ=environ, builder=options.builder, named_contexts=options.named_contexts)
         if layers is not None:
-            cache_from, cache_to = layers.before(target)
+            # The `inline` backend reads its cache from the target's image in its (first) registry.
+            image_ref = (f"{ws.config.registry(target.registries[0]).url}/{target.image}:{tags[0].rpartition(':')[2]}"
+                         if target.registries and tags else None)
+            cache_from, cache_to = layers.before(target, image_ref)
             # --no-cache still exports, so the next runs benefit from this fresh build.
             request = replace(request, cache_from=() if options.no_cache else cache_from, cache_to=cache_to)
         if options.no_cache:

@@ -92,3 +92,25 @@ def test_github_summary_and_annotations(make_ws: WorkspaceFactory) -> None:
     assert "| `//apps/api:api` | ❌ failed |" in summary
     (line,) = github_annotations(RESULT, load_workspace(root))
     assert line.startswith("::error file=apps/api/BUILD.yaml,line=2,title=imgbuild //apps/api:api failed::")
+
+
+def test_immutable_tags_are_per_registry_not_per_host(make_ws: WorkspaceFactory) -> None:
+    from imgbuild.labels import Label
+    from imgbuild.push import immutable_conflicts, plan_push
+
+    root = make_ws({"imgbuild.yaml": "version: 1\nregistries:\n  prod: {url: r.io/prod, immutable_tags: true}\n"
+                                     "  dev: {url: r.io/dev}\n",
+                    "a/BUILD.yaml": "apps: {a: {registries: [prod, dev]}}\n"})
+    ws = load_workspace(root)
+    plan = plan_push(ws.targets[Label("a", "a")], ws, "sha256:" + "1" * 64, ("a:v1",))
+
+    class Registry:
+        asked: list[str] = []
+
+        def tag_digest(self, ref: object) -> str:
+            self.asked.append(str(ref))
+            return "sha256:" + "2" * 64
+
+    reg = Registry()
+    problems = immutable_conflicts([plan], reg)  # type: ignore[arg-type]
+    assert reg.asked == ["r.io/prod/a:v1"] and len(problems) == 1 and "r.io/prod/a:v1" in problems[0]
