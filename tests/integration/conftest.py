@@ -151,3 +151,18 @@ def list_keys(bucket: str, prefix: str) -> list[str]:
 def read_object(bucket: str, key: str) -> bytes:
     body: bytes = _admin_client().get_object(Bucket=bucket, Key=key)["Body"].read()
     return body
+
+
+def digest_of(repo: str, tag: str) -> str | None:
+    """What ``host/repo:tag`` points at, by a Registry v2 HEAD (plain HTTP: the local test registry)."""
+    host, _, path = repo.partition("/")
+    req = urllib.request.Request(f"http://{host}/v2/{path}/manifests/{tag}", method="HEAD", headers={
+        "Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
+                  "application/vnd.docker.distribution.manifest.v2+json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return str(resp.headers["Docker-Content-Digest"])
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise

@@ -3,30 +3,20 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import write_files
-from tests.integration.conftest import imgbuild
+from tests.integration.conftest import digest_of, imgbuild
 
 pytestmark = pytest.mark.usefixtures("engine")
 REGISTRY = "localhost:5000"
 
 
 def registry_digest(repo: str, tag: str) -> str | None:
-    req = urllib.request.Request(f"http://{REGISTRY}/v2/{repo}/manifests/{tag}", method="HEAD",
-                                 headers={"Accept": "application/vnd.oci.image.index.v1+json, "
-                                                    "application/vnd.oci.image.manifest.v1+json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return str(resp.headers["Docker-Content-Digest"])
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        raise
+    return digest_of(f"{REGISTRY}/{repo}", tag)
 
 
 def workspace(root: Path, prefix: str, *, immutable: bool = False, registry: str = REGISTRY) -> Path:

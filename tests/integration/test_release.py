@@ -8,8 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,7 +15,7 @@ import pytest
 
 from imgbuild.regcopy import Copier, Repository
 from tests.conftest import write_files
-from tests.integration.conftest import REPO, Run, imgbuild
+from tests.integration.conftest import REPO, Run, digest_of, imgbuild
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -51,21 +49,6 @@ def cli(*args: str, cwd: Path) -> Run:
     proc = subprocess.run([sys.executable, "-c", _WRAPPER, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env={**os.environ, **GIT_ENV, "PYTHONPATH": str(REPO)})
     return Run(proc.returncode, proc.stdout, proc.stderr)
-
-
-def digest_of(repo: str, tag: str) -> str | None:
-    """What ``host/repo:tag`` points at, by a Registry v2 HEAD."""
-    host, _, path = repo.partition("/")
-    req = urllib.request.Request(f"http://{host}/v2/{path}/manifests/{tag}", method="HEAD", headers={
-        "Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
-                  "application/vnd.docker.distribution.manifest.v2+json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return str(resp.headers["Docker-Content-Digest"])
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            return None
-        raise
 
 
 def git(root: Path, *args: str) -> str:
