@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol
 
-from botocore.exceptions import ClientError
 
-from imgbuild.cache.s3 import S3Store, _code
+from imgbuild.cache.s3 import S3Store, read_object
 from imgbuild.cache.store import CacheError, CacheStore, GuardedStore, digest_hex
 from imgbuild.layercache.args import scope_dir
 from imgbuild.model import CachePolicy
@@ -53,7 +52,6 @@ _INDEXES = frozenset({"application/vnd.oci.image.index.v1+json",
 _MANIFESTS = frozenset({"application/vnd.oci.image.manifest.v1+json",
                         "application/vnd.docker.distribution.manifest.v2+json"})
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # scope and target names become key and path parts
-_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 _OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
@@ -91,16 +89,7 @@ class S3LayerStore(S3Store):
     def get_index(self, scope: str, target: str) -> bytes | None:
         key = self.index_key(scope, target)
         with self._errors("reading a layer-cache index"):
-            client = self._ready()
-            try:
-                response = client.get_object(Bucket=self.bucket, Key=key)
-            except ClientError as exc:
-                if _code(exc) in _MISSING:
-                    return None
-                raise
-            with contextlib.closing(response["Body"]) as body:
-                data: bytes = body.read()
-        return data
+            return read_object(self._ready(), self.bucket, key)
 
     def put_index(self, scope: str, target: str, data: bytes) -> None:
         key = self.index_key(scope, target)

@@ -14,3 +14,17 @@ def _no_subprocesses(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"unit tests must not start processes: {args[:1]}")
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+@pytest.fixture
+def s3_stub(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A real botocore S3 client whose requests are answered by botocore's Stubber: no server, no network."""
+    from botocore.config import Config
+    from botocore.session import Session
+    from botocore.stub import Stubber
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
+    client = Session().create_client("s3", region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
+    with Stubber(client) as stubber:
+        yield client, stubber

@@ -463,19 +463,6 @@ def test_guard_bad_source_blob_is_a_warning(store: LocalStore, tmp_path: Path) -
 # -- S3Store without a server: error translation ------------------------------------------------------------
 
 
-@pytest.fixture
-def s3_stub(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from botocore.config import Config
-    from botocore.session import Session
-    from botocore.stub import Stubber
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
-    client = Session().create_client("s3", region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
-    with Stubber(client) as stubber:
-        yield client, stubber
-
-
 def test_s3_missing_bucket_is_unavailable(s3_stub: Any) -> None:
     from imgbuild.cache.s3 import S3Store
 

@@ -598,19 +598,6 @@ def test_guard_reads_include_the_spooled_records(tmp_path: Path) -> None:
 # -- S3History's requests (no server: botocore's Stubber) --------------------------------------------------
 
 
-@pytest.fixture
-def s3_stub(monkeypatch: pytest.MonkeyPatch) -> Any:
-    from botocore.config import Config
-    from botocore.session import Session
-    from botocore.stub import Stubber
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret-value")
-    client = Session().create_client("s3", region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
-    with Stubber(client) as stubber:
-        yield client, stubber
-
-
 def test_s3_append_creates_the_marker_then_the_record_conditionally(s3_stub: Any) -> None:
     client, stubber = s3_stub
     store = S3History("b", prefix="/audit/", client=client)
