@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 from imgbuild import __version__
-from imgbuild.errors import EXIT_INTERRUPTED, ImgbuildError
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Sequence
 
 EPILOG = """exit status:
   0    success
@@ -23,6 +24,9 @@ patterns: //apps/api:api  //apps/api  //apps/api:all  //apps/...  //...  :api  -
 
 
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+    from pathlib import Path
+
     p = argparse.ArgumentParser(
         prog="imgbuild",
         description="Build container images in monorepos: a mini Bazel for images.",
@@ -108,8 +112,27 @@ def _protect_exclusions(argv: Sequence[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(_protect_exclusions(sys.argv[1:] if argv is None else argv))
+    raw = list(sys.argv[1:] if argv is None else argv)
+    journal = None
+    if raw[:1] == ["build"]:
+        from imgbuild import uptodate  # standard library only: a no-op answers before anything else loads
+
+        replayed = uptodate.replay(raw[1:])
+        if replayed is not None:
+            return replayed
+        journal = uptodate.Recorder.begin(raw[1:])
+    try:
+        return _run(raw, journal)
+    finally:
+        if journal is not None:
+            journal.stop()
+
+
+def _run(raw: list[str], journal: object) -> int:
+    args = _parser().parse_args(_protect_exclusions(raw))
+    args.journal = journal
     from imgbuild import commands
+    from imgbuild.errors import EXIT_INTERRUPTED, ImgbuildError
 
     try:
         return commands.run(args)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -64,6 +65,7 @@ class StatCache:
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
         """The digest recorded for ``path`` if its stat still matches, else None."""
+        sys.audit("imgbuild.statcache.lookup", path)  # the no-op journal (imgbuild.uptodate) watches it
         e = self._load().get(path)
         if (
             e is not None

@@ -14,6 +14,8 @@ from imgbuild.build.results import RunResult, TargetResult
 
 
 class Progress(Protocol):
+    warnings: int  # how many warnings were shown
+
     def started(self, label: str) -> None: ...
     def finished(self, result: TargetResult) -> None: ...
     def warn(self, message: str) -> None: ...
@@ -39,6 +41,7 @@ class PlainProgress:
     def __init__(self, out: IO[str] | None = None) -> None:
         self.out = out or sys.stderr
         self.lock = threading.Lock()
+        self.warnings = 0
 
     def started(self, label: str) -> None:
         self._print(f"[start] {label}")
@@ -47,6 +50,7 @@ class PlainProgress:
         self._print(f"[{'done' if result.ok else result.status}] {describe(result)}")
 
     def warn(self, message: str) -> None:
+        self.warnings += 1
         self._print(f"warning: {message}")
 
     def _print(self, line: str) -> None:
@@ -69,6 +73,7 @@ class LiveProgress:
         self.done = 0
         self.running: dict[str, float] = {}
         self.lock = threading.Lock()
+        self.warnings = 0
         self.live = Live(console=self.console, refresh_per_second=4, transient=True,
                          get_renderable=self._render)
         self.live.start()
@@ -98,6 +103,7 @@ class LiveProgress:
     def warn(self, message: str) -> None:
         from rich.markup import escape
 
+        self.warnings += 1
         self.console.print(f"[yellow]warning: {escape(message)}[/yellow]", highlight=False)
 
     def close(self) -> None:

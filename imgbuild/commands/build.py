@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shlex
 import signal
@@ -11,14 +12,14 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from imgbuild import git as gitinfo
 from imgbuild.build.executor import BuildxExecutor
 from imgbuild.build.images import Images
 from imgbuild.build.layers import LayerCaches
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
-from imgbuild.build.request import plan_request
+from imgbuild.build.request import local_tag, plan_request
 from imgbuild.build.results import RunResult, TargetResult, with_push, write_metadata, write_report
 from imgbuild.build.run import BuildOptions, Built, execute, local_tags
 from imgbuild.commands import load_graph, patterns
@@ -35,6 +36,10 @@ from imgbuild.model import Target, Workspace
 from imgbuild.plan import Plan, make_plan
 from imgbuild.statcache import StatCache
 from imgbuild.tags import TagContext
+from imgbuild.uptodate import Recorder, normal_ref
+
+if TYPE_CHECKING:
+    from imgbuild.history.record import HistoryRecord
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -160,13 +165,41 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     finally:
         progress.close()
     result = with_push(result, pushes)
-    _record_history(result, ws, git=git, environ=environ, builder=args.builder, images=images, warn=progress.warn)
+    records = _record_history(result, ws, git=git, environ=environ, builder=args.builder, images=images,
+                              warn=progress.warn)
     if args.json:
         write_report(result, args.json)
     if args.metadata_file:
         write_metadata(result, args.metadata_file, {t: (next(iter(p[0]), "") if p[0] else "") for t, p in pushes.items()})
     summary(result, sys.stderr)
+    journal = getattr(args, "journal", None)
+    if journal is not None:
+        _journal(journal, result, graph, ws, git=git, records=records, warned=progress.warnings > 0, layers=layers)
     return result
+
+
+def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Workspace, *, git: gitinfo.GitInfo,
+             records: list[HistoryRecord], warned: bool, layers: LayerCaches) -> None:
+    """Let the next identical command answer from a journal (imgbuild.uptodate) if this one was a pure no-op."""
+    targets = [graph.target(Label.parse(t.label)) for t in result.targets]
+    from imgbuild.commands.history import SPOOL_DIR
+
+    spool = ws.root / SPOOL_DIR
+    if (warned or not result.ok or any(t.status != "cached" or not t.image_id for t in result.targets)
+            or ws.config.history.backend != "sqlite" or (spool.is_dir() and any(spool.iterdir()))
+            or any("{datetime" in tag for t in targets for tag in t.tags) or any(layers.period(t) for t in targets)):
+        return
+    images: dict[str, str] = {}
+    for t, target in zip(result.targets, targets):
+        assert t.image_id is not None
+        for ref in (*t.tags, local_tag(target, t.image_id)):
+            images[normal_ref(ref)] = t.image_id
+    table = io.StringIO()
+    summary(result, table)
+    lines = table.getvalue().rstrip("\n").split("\n")
+    payloads = [{k: v for k, v in r.to_dict().items() if k not in ("id", "time")} for r in records]
+    journal.save(images=images, records=payloads, history_db=str(ws.root / ws.config.history.path),
+                 summary=lines[:-1], state=lines[-1].rsplit(" in ", 1)[0], git=[git.sha, git.branch, git.dirty])
 
 
 def inputs_now(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> dict[str, Inputs]:
@@ -196,7 +229,7 @@ def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str],
 
 
 def _record_history(result: RunResult, ws: Workspace, *, git: gitinfo.GitInfo, environ: dict[str, str],
-                    builder: str | None, images: Images, warn: Callable[[str], None]) -> None:
+                    builder: str | None, images: Images, warn: Callable[[str], None]) -> list[HistoryRecord]:
     """Append a record per target (and per push) to the workspace's history; a failing store spools locally."""
     from imgbuild.build.records import records_for
     from imgbuild.ci import detect
@@ -216,9 +249,11 @@ def _record_history(result: RunResult, ws: Workspace, *, git: gitinfo.GitInfo, e
         facts = list(pool.map(lambda t: layer_facts(t.image_id or ""), built))
     layers = {t.label: f for t, f in zip(built, facts) if f is not None}
     history = open_history(ws, warn)
-    for record in records_for(result, ws, git=git, ci=detect(environ), builder=builder, layers=layers):
+    records = records_for(result, ws, git=git, ci=detect(environ), builder=builder, layers=layers)
+    for record in records:
         history.append(record)
     history.flush()
+    return records
 
 
 def once_per_outage(warn: Callable[[str], None]) -> Callable[[str], None]:
