@@ -86,6 +86,10 @@ class Images:
     def tag(self, image_id: str, ref: str) -> None:
         proc.run([self.docker, "image", "tag", image_id, ref])
 
+    def untag(self, ref: str) -> None:
+        """Remove one name (the image stays while it has another); best effort: a leftover name is harmless."""
+        proc.run_unchecked([self.docker, "image", "rm", "--no-prune", ref])
+
     def push(self, ref: str) -> None:
         """``docker push ref``; the engine's own error text on failure (for the retry decision)."""
         from imgbuild.push import PushError

@@ -7,6 +7,7 @@ dependency through a tag that names its image id.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from imgbuild.cache.entry import CacheEntry
     from imgbuild.cache.targets import ImageStore, TargetCache
     from imgbuild.digest import Inputs
+
+
+CLAIM_TAG_PREFIX = "imgbuild-run-"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +100,7 @@ def execute(
     targets = {str(s.target.label): s.target for s in plan.steps}
     built: dict[str, Built] = {}
     lock = threading.Lock()
+    run_id = secrets.token_hex(6)
 
     def tag_context(label: str) -> TagContext:
         digest = inputs[label].key().split(":", 1)[1] if inputs else ""
@@ -158,7 +163,10 @@ def execute(
                 with lock:
                     built[job.key] = hit
                 return hit
-        request = request_for(target, tags)
+        # A name only this run uses, so the image cannot lose its last name (and vanish from a containerd
+        # image store) if a concurrent build moves the shared tags before this one tags its exact build.
+        claim = f"{target.image}:{CLAIM_TAG_PREFIX}{run_id}"
+        request = request_for(target, (*tags, claim))
         path = log_path(options.logs_dir, target)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8", buffering=1) as log:  # line-buffered: tail -f works
@@ -172,6 +180,7 @@ def execute(
                     log.write(note + "\n")
         ref = local_tag(target, output.image_id)
         apply_tags(output.image_id, (ref,))
+        images.untag(claim)
         if cache is not None and key is not None and inputs is not None:
             from imgbuild.digest import canonical_json
 
@@ -182,7 +191,7 @@ def execute(
                 config_digest=output.config_digest, inputs=canonical_json(inputs[job.key].manifest()).decode(),
                 supersede=job.key in options.rebuild))
         result = Built(status="built", ref=ref, image_id=output.image_id, digest=output.digest, tags=tags,
-                       metadata=output.metadata)
+                       metadata=_without_name(output.metadata, claim))
         if after_build is not None:
             after_build(target, result)  # e.g. --push-as-ready: a failure here fails the target
         with lock:
@@ -249,3 +258,21 @@ def _target_result(r: JobResult, target: Target, logs_dir: Path, inputs: dict[st
                             log_tail=tail, input_digest=key)
     status = "skipped" if r.status is Status.SKIPPED else "cancelled"
     return TargetResult(label=r.key, status=status, error=r.error, input_digest=key)
+
+
+def _without_name(metadata: str, name: str) -> str:
+    """buildx's metadata without the run's own claim tag in ``image.name`` (it is removed after the build)."""
+    import json
+
+    try:
+        doc = json.loads(metadata or "{}")
+    except ValueError:
+        return metadata
+    if isinstance(doc, dict) and isinstance(doc.get("image.name"), str):
+        tag = ":" + name.rpartition(":")[2]  # buildx may name it in full (docker.io/library/...)
+        names = [n for n in doc["image.name"].split(",") if n and not n.endswith(tag)]
+        doc["image.name"] = ",".join(names)
+        if not names:
+            del doc["image.name"]
+        return json.dumps(doc)
+    return metadata

@@ -59,3 +59,7 @@ class FakeImages:
     def tag(self, image_id: str, ref: str) -> None:
         with self.lock:
             self.refs[ref] = image_id
+
+    def untag(self, ref: str) -> None:
+        with self.lock:
+            self.refs.pop(ref, None)
