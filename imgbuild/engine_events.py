@@ -92,6 +92,56 @@ def since_anchor(sock: str, mark: Event) -> list[Event] | None:
     return None
 
 
+def untrusted(events: list[Event], images: dict[str, str]) -> set[str]:
+    """The image ids among ``images`` (ref -> image id) that ``events`` may have removed, untagged or whose
+    tags they may have moved; pulls, loads and imports count for every image of their repository."""
+    ids = set(images.values())
+    by_repo: dict[str, set[str]] = {}
+    for ref, image_id in images.items():
+        by_repo.setdefault(_repo(ref), set()).add(image_id)
+    out: set[str] = set()
+    for event in events:
+        if event.get("Type") != "image":
+            continue
+        actor = event.get("Actor") or {}
+        image_id = str(actor.get("ID", ""))
+        name = normal_ref(str((actor.get("Attributes") or {}).get("name", "")))
+        action = event.get("Action", "")
+        if action in ("save", "inspect"):
+            continue
+        if action == "untag":  # one name removed: only ours matter (a claim tag going is not a loss)
+            if name:
+                if name in images:
+                    out.add(images[name])
+            elif image_id in ids:
+                out.add(image_id)
+        elif action == "delete":
+            if image_id in ids:
+                out.add(image_id)
+        elif action == "tag":
+            if name in images and images[name] != image_id:
+                out.add(images[name])
+        else:  # pull, load, import, and anything newer: by repository
+            for ref in (name, normal_ref(image_id)):
+                if ref:
+                    out |= by_repo.get(_repo(ref), set())
+    return out
+
+
+def normal_ref(ref: str) -> str:
+    """A reference as engine events name it: Docker Hub's implicit prefixes dropped."""
+    for prefix in ("docker.io/library/", "docker.io/", "library/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix):]
+    return ref
+
+
+def _repo(ref: str) -> str:
+    bare = ref.partition("@")[0]
+    name, sep, tag = bare.rpartition(":")
+    return name if sep and "/" not in tag else bare
+
+
 def same_event(a: Event, b: Event) -> bool:
     return (a.get("timeNano"), a.get("Type"), a.get("Action"), (a.get("Actor") or {}).get("ID")) == \
         (b.get("timeNano"), b.get("Type"), b.get("Action"), (b.get("Actor") or {}).get("ID"))

@@ -43,6 +43,9 @@ KEEP_JOURNALS = 32  # per workspace: the most recently written
 RACY_MARGIN_NS = 2_000_000_000
 WORKSPACE_FILE = "imgbuild.yaml"
 
+# imgbuild's own speed-ups, rewritten by every run; what they say is checked elsewhere (the stat cache
+# against the files, the engine trust against the engine's events).
+_BOOKKEEPING = ("statcache.json", "engine-trust.json")
 _VOLATILE_ENV = frozenset({"_", "OLDPWD", "PWD", "SHLVL", "COLUMNS", "LINES"})
 _VALUE_FLAGS = frozenset({"-j", "--jobs", "--progress", "-w", "--workspace", "--builder"})
 _BOOL_FLAGS = frozenset({"-k", "--keep-going", "--cache-read-only", "--allow-dirty"})
@@ -150,39 +153,7 @@ def _still_true(journal: dict[str, Any], root: str, env: dict[str, str]) -> bool
         since = engine_events.since_anchor(sock, journal["engine"]["anchor"])
     except engine_events.EventsUnavailable:
         return False
-    return since is not None and not any(touches(e, journal["engine"]["images"]) for e in since)
-
-
-def touches(event: dict[str, Any], images: dict[str, str]) -> bool:
-    """Whether an engine event may have removed, untagged or moved one of ``images`` (ref -> image id)."""
-    if event.get("Type") != "image":
-        return False
-    actor = event.get("Actor") or {}
-    image_id = actor.get("ID", "")
-    name = normal_ref((actor.get("Attributes") or {}).get("name", ""))
-    action = event.get("Action", "")
-    if action in ("untag", "delete"):
-        return image_id in images.values() or name in images
-    if action == "tag":
-        return name in images and images[name] != image_id
-    if action in ("save", "inspect"):
-        return False
-    # pull, load, import, and anything newer: conservative, by repository
-    repos = {_repo(ref) for ref in images}
-    return bool(name) and (name in images or _repo(name) in repos or _repo(normal_ref(image_id)) in repos)
-
-
-def normal_ref(ref: str) -> str:
-    """A reference as engine events name it: Docker Hub's implicit prefixes dropped."""
-    for prefix in ("docker.io/library/", "docker.io/", "library/"):
-        if ref.startswith(prefix):
-            return ref[len(prefix):]
-    return ref
-
-
-def _repo(ref: str) -> str:
-    name, sep, tag = ref.partition("@")[0].rpartition(":")
-    return name if sep and "/" not in tag else ref.partition("@")[0]
+    return since is not None and not engine_events.untrusted(since, journal["engine"]["images"])
 
 
 def _stat(path: str) -> tuple[int, int, int, int] | None:
@@ -380,9 +351,10 @@ class Recorder:
                      | {"/proc/", "/sys/", "/dev/"})
         written = {os.path.abspath(os.path.join(self.cwd, p)) for p in self.written}
 
+        bookkeeping = {own, *(os.path.join(own, name) for name in _BOOKKEEPING)}
+
         def keep(p: str) -> bool:
-            return not (p.startswith(skip) or p.startswith(ignored) or p == own
-                        or p == os.path.join(own, "statcache.json") or p in written)
+            return not (p.startswith(skip) or p.startswith(ignored) or p in bookkeeping or p in written)
 
         out: set[str] = set()
         for p in self.opened | self.also:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from imgbuild import git as gitinfo
 from imgbuild.build.executor import BuildxExecutor
 from imgbuild.build.images import Images
+from imgbuild.build.trust import TRUST_FILE, TrustingImages
 from imgbuild.build.layers import LayerCaches
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
 from imgbuild.build.request import local_tag, plan_request
@@ -36,7 +37,8 @@ from imgbuild.model import Target, Workspace
 from imgbuild.plan import Plan, make_plan
 from imgbuild.statcache import StatCache
 from imgbuild.tags import TagContext
-from imgbuild.uptodate import Recorder, normal_ref
+from imgbuild.engine_events import normal_ref
+from imgbuild.uptodate import Recorder
 
 if TYPE_CHECKING:
     from imgbuild.history.record import HistoryRecord
@@ -143,7 +145,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     if args.rebuild:
         rebuild |= {str(lb) for lb in graph.select(patterns(args.rebuild, current))}
     executor = BuildxExecutor()
-    images = Images()
+    images = TrustingImages(ws.root / TRUST_FILE, environ)
     stop = threading.Event()
     progress = _progress(args.progress, len(plan.steps))
     warn = once_per_outage(progress.warn)
@@ -165,6 +167,8 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     finally:
         progress.close()
     result = with_push(result, pushes)
+    in_engine = _engine_refs(result, graph)
+    images.remember(in_engine)
     records = _record_history(result, ws, git=git, environ=environ, builder=args.builder, images=images,
                               warn=progress.warn)
     if args.json:
@@ -174,12 +178,23 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     summary(result, sys.stderr)
     journal = getattr(args, "journal", None)
     if journal is not None:
-        _journal(journal, result, graph, ws, git=git, records=records, warned=progress.warnings > 0, layers=layers)
+        _journal(journal, result, graph, ws, git=git, records=records, warned=progress.warnings > 0, layers=layers,
+                 images=in_engine)
     return result
 
 
+def _engine_refs(result: RunResult, graph: TargetGraph) -> dict[str, str]:
+    """The local tags and exact-build tags the run left in the engine (ref -> image id)."""
+    out: dict[str, str] = {}
+    for t in result.targets:
+        if t.ok and t.image_id:
+            for ref in (*t.tags, local_tag(graph.target(Label.parse(t.label)), t.image_id)):
+                out[normal_ref(ref)] = t.image_id
+    return out
+
+
 def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Workspace, *, git: gitinfo.GitInfo,
-             records: list[HistoryRecord], warned: bool, layers: LayerCaches) -> None:
+             records: list[HistoryRecord], warned: bool, layers: LayerCaches, images: dict[str, str]) -> None:
     """Let the next identical command answer from a journal (imgbuild.uptodate) if this one was a pure no-op."""
     targets = [graph.target(Label.parse(t.label)) for t in result.targets]
     from imgbuild.commands.history import SPOOL_DIR
@@ -189,11 +204,6 @@ def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Works
             or ws.config.history.backend != "sqlite" or (spool.is_dir() and any(spool.iterdir()))
             or any("{datetime" in tag for t in targets for tag in t.tags) or any(layers.period(t) for t in targets)):
         return
-    images: dict[str, str] = {}
-    for t, target in zip(result.targets, targets):
-        assert t.image_id is not None
-        for ref in (*t.tags, local_tag(target, t.image_id)):
-            images[normal_ref(ref)] = t.image_id
     table = io.StringIO()
     summary(result, table)
     lines = table.getvalue().rstrip("\n").split("\n")

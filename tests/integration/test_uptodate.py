@@ -134,3 +134,22 @@ def test_git_commits_and_a_dirty_work_tree_void_the_journal(tmp_path: Path, pref
     # A new git tag ({git.tag} templates could use it): the build runs.
     git("tag", "v1.0.0")
     assert UP_TO_DATE not in plain(root).err
+
+
+def test_images_removed_since_the_last_run_are_not_trusted(tmp_path: Path, prefix: str) -> None:
+    """The engine-trust file answers "is the cached image still there" from the engine's event log; an
+    image deleted since (with all its tags) must be noticed, and rebuilt or restored, never reported cached."""
+    root = workspace(tmp_path / "ws", prefix, "{backend: local}")
+    env = {"IMGBUILD_NO_JOURNAL": "1"}  # the full check every time
+    first = imgbuild("build", "//...", "--progress", "plain", cwd=root, env=env)
+    assert first.code == 0, first.err
+    trust = json.loads((root / ".imgbuild" / "engine-trust.json").read_text())
+    web_id = trust["images"][f"{prefix}-web:dev"]
+    assert {ref for ref, i in trust["images"].items() if i == web_id} == \
+        {f"{prefix}-web:dev", f"{prefix}-web:imgbuild-{web_id.split(':')[1][:16]}"}
+
+    docker("image", "rm", "-f", web_id)
+    r = imgbuild("build", "//...", "--progress", "plain", cwd=root, env=env)
+    assert r.code == 0, r.err
+    assert status(r, "//web:web") in ("restored", "built") and status(r, "//api:api") == "cached"
+    assert docker("image", "inspect", "--format", "{{.Id}}", f"{prefix}-web:dev").strip() == web_id

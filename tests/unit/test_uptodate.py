@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from imgbuild import uptodate
+from imgbuild import engine_events, uptodate
 from imgbuild.history.record import HistoryRecord
 from imgbuild.history.sqlite import SqliteHistory
 
@@ -67,7 +67,15 @@ IMAGES = {"acme/api:latest": IMG, "acme/api:imgbuild-aaaaaaaaaaaaaaaa": IMG}
     (_event("die", "c0ffee", "acme/api:latest", kind="container"), False),
 ])
 def test_engine_events_that_void_a_journal(event: dict[str, object], voids: bool) -> None:
-    assert uptodate.touches(event, IMAGES) is voids
+    assert bool(engine_events.untrusted([event], IMAGES)) is voids
+
+
+def test_only_the_images_an_event_touches_lose_trust() -> None:
+    images = {**IMAGES, "acme/web:latest": OTHER, "acme/web:imgbuild-bbbbbbbbbbbbbbbb": OTHER}
+    assert engine_events.untrusted([_event("untag", IMG, "acme/api:latest")], images) == {IMG}
+    assert engine_events.untrusted([_event("tag", IMG, "acme/web:latest")], images) == {OTHER}
+    assert engine_events.untrusted([_event("pull", "acme/web:2", "acme/web")], images) == {OTHER}
+    assert engine_events.untrusted([_event("tag", IMG, "acme/api:v2"), _event("save", OTHER)], images) == set()
 
 
 def test_replayed_records_are_records_the_history_verifies(tmp_path: Path) -> None:
