@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
-
 from imgbuild import __version__
 
+TYPE_CHECKING = False  # not typing's: `imgbuild build` answered from its no-op journal never imports typing
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Sequence
