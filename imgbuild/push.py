@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from imgbuild.model import Target, Workspace
-from imgbuild.regcopy import Copier, Repository
+from imgbuild.regcopy import BlobMounts, Copier, Repository
 from imgbuild.registry import Reference, RegistryClient, RegistryError
 
 # Registry or network trouble worth another try; anything else (denied, unknown, invalid) is final.
@@ -88,7 +88,7 @@ class Pusher:
         self.engine = engine
         self.client = client
         self.copier = copier
-        self.mounts: dict[tuple[str, str], str] = {}  # (host, blob) -> a repository there that holds it
+        self.mounts = BlobMounts()  # (host, blob) -> a repository there that holds it
         self.attempts = attempts
         self.backoff = backoff
         self.sleep = sleep

@@ -19,6 +19,7 @@ import hashlib
 import http.client
 import json
 import re
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -28,6 +29,39 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
 from imgbuild.registry import MANIFEST_TYPES, Reference, RegistryError, _is_local, _stored_auth
+
+class BlobMounts(dict[tuple[str, str], str]):
+    """(host, blob digest) -> a repository on that host known to hold the blob, shared by parallel pushes.
+
+    Images pushed at once to different repositories share their base layers: without coordination each
+    push would send them in full. Here one push uploads a blob while the others wait for it and then
+    mount it (a cross-repository mount: no bytes sent); if that upload fails, the next waiter uploads.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._uploading: dict[tuple[str, str], threading.Event] = {}
+
+    def claim(self, key: tuple[str, str]) -> str | None:
+        """The repository to mount the blob from, once any upload of it in progress ended; None: the caller
+        pushes it itself, and must :meth:`release` it afterwards."""
+        while True:
+            with self._lock:
+                if key in self:
+                    return self[key]
+                busy = self._uploading.get(key)
+                if busy is None:
+                    self._uploading[key] = threading.Event()
+                    return None
+            busy.wait(timeout=600)
+
+    def release(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            busy = self._uploading.pop(key, None)
+        if busy is not None:
+            busy.set()
+
 
 @dataclass(frozen=True, kw_only=True)
 class Repository:
@@ -146,15 +180,16 @@ class Copier:
         return self.tag(dst, digest, tags, stats)
 
     def push_blobs(self, blob_dir: Path, dst: Repository, digest: str, tags: tuple[str, ...],
-                   mounts: dict[tuple[str, str], str] | None = None) -> CopyStats:
+                   mounts: BlobMounts | None = None) -> CopyStats:
         """Push the image ``digest`` from a directory of its blobs (``sha256/<hex>`` files: an OCI layout's
         or the target cache's), then tag it: no engine involved.
 
         ``mounts`` maps (host, blob digest) to a repository on that host known to hold the blob (filled in
-        as this pusher goes), so layers shared between images are mounted, not sent again.
+        as this pusher goes), so layers shared between images are mounted, not sent again, also by pushes
+        running at the same time (see :class:`BlobMounts`).
         """
         stats = CopyStats()
-        self._push_manifest_from(blob_dir, dst, digest, stats, mounts if mounts is not None else {})
+        self._push_manifest_from(blob_dir, dst, digest, stats, mounts if mounts is not None else BlobMounts())
         manifest = _local_manifest(blob_dir, digest)
         for tag in tags:
             self._put_manifest(dst, tag, manifest)
@@ -162,7 +197,7 @@ class Copier:
         return stats
 
     def _push_manifest_from(self, blob_dir: Path, dst: Repository, digest: str, stats: CopyStats,
-                            mounts: dict[tuple[str, str], str]) -> None:
+                            mounts: BlobMounts) -> None:
         if self._exists(dst, f"manifests/{digest}"):
             return
         manifest = _local_manifest(blob_dir, digest)
@@ -175,9 +210,18 @@ class Copier:
         stats.manifests_put += 1
 
     def _push_blob_from(self, blob_dir: Path, dst: Repository, digest: str, size: int, stats: CopyStats,
-                        mounts: dict[tuple[str, str], str]) -> None:
+                        mounts: BlobMounts) -> None:
+        key = (dst.host, digest)
+        source = mounts.claim(key)
+        try:
+            self._push_blob(blob_dir, dst, digest, size, stats, mounts, source)
+        finally:
+            if source is None:
+                mounts.release(key)
+
+    def _push_blob(self, blob_dir: Path, dst: Repository, digest: str, size: int, stats: CopyStats,
+                   mounts: BlobMounts, source: str | None) -> None:
         push = f"repository:{dst.path}:pull,push"
-        source = mounts.get((dst.host, digest))
         if source and source != dst.path:
             query = urllib.parse.urlencode({"mount": digest, "from": source})
             with self._call("POST", dst.host, f"{dst.path}/blobs/uploads/?{query}",

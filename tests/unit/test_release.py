@@ -7,7 +7,9 @@ import argparse
 import hashlib
 import io
 import json
+import time
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +23,7 @@ from imgbuild.history.record import HistoryRecord
 from imgbuild.labels import Label
 from imgbuild.model import Target
 from imgbuild.registry import Reference, RegistryError
-from imgbuild.regcopy import Copier, CopyStats, Opened, Repository
+from imgbuild.regcopy import BlobMounts, Copier, CopyStats, Opened, Repository
 from imgbuild.release import (DEFAULT_TAGS, Found, GitState, Observed, PromoteWant, ReleaseInputError,
                               ReleasePlan, ReleaseRefused, ReleaseSettings, ReleaseTag, TargetPlan, Version, Want,
                               check_templates, choose_image, describe, execute, observe, parse_version,
@@ -617,3 +619,38 @@ def test_describe_says_how_each_tag_gets_there() -> None:
     assert "would record the release" in text and "would create the annotated tag 1.4.2" in text
     assert replace(plan, targets=(), git_tag=None).nothing_to_do
     assert isinstance(plan.targets[0], TargetPlan)
+
+
+def test_parallel_pushes_send_a_shared_layer_once_and_mount_it_elsewhere(tmp_path: Path) -> None:
+    """Images on one base pushed at once to different repositories: the base layer travels once."""
+    regs = FakeRegistries()
+    shared = b"base-layer" * 1000
+    digests = []
+    for i in range(2):
+        config, own = f"config-{i}".encode(), f"layer-{i}".encode()
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": {"digest": sha(config), "size": len(config)},
+                               "layers": [{"digest": sha(shared), "size": len(shared)},
+                                          {"digest": sha(own), "size": len(own)}]}).encode()
+        for blob in (config, own, shared, manifest):
+            (tmp_path / sha(blob).split(":")[1]).write_bytes(blob)
+        digests.append(sha(manifest))
+    uploads: list[str] = []
+
+    def slow_send(method: str, url: str, headers: dict[str, str], data: bytes | IO[bytes] | None) -> Opened:
+        if method == "PUT" and "/blobs/uploads/" in url:
+            uploads.append(url)
+            if sha(shared) in urllib.parse.unquote(url):
+                time.sleep(0.2)  # the other push reaches the shared layer meanwhile
+        return regs.send(method, url, headers, data)
+
+    copier = Copier(send=slow_send)
+    mounts = BlobMounts()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        stats = list(pool.map(lambda i: copier.push_blobs(tmp_path, Repository.parse(f"localhost:5000/team/app{i}"),
+                                                          digests[i], ("v1",), mounts), range(2)))
+    assert sum(1 for u in uploads if sha(shared) in urllib.parse.unquote(u)) == 1
+    assert sorted(s.blobs_mounted for s in stats) == [0, 1]
+    for i in range(2):
+        assert regs.blobs[("localhost:5000", f"team/app{i}", sha(shared))] == shared
+        assert regs.manifests[("localhost:5000", f"team/app{i}", "v1")][1] == (tmp_path / digests[i][7:]).read_bytes()
