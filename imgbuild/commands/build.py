@@ -26,7 +26,7 @@ from imgbuild.build.run import BuildOptions, Built, execute, local_tags
 from imgbuild.commands import load_graph, patterns
 from imgbuild.cache.targets import TargetCache
 from imgbuild.digest import Hasher, Inputs
-from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, ImgbuildError
+from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, ImgbuildError, SpecError, SpecErrors
 from imgbuild.fileset import FilesetError
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
@@ -106,6 +106,8 @@ def options_for(**overrides: object) -> argparse.Namespace:
 def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: str) -> RunResult | None:
     """Build ``plan`` with the options of ``imgbuild build`` in ``args``; None for a dry run."""
     ws = graph.workspace
+    if args.push or args.push_as_ready:
+        _check_push_targets(plan)
     git = gitinfo.read(ws.root)
     environ = dict(os.environ)
     parallelism = args.jobs or ws.config.concurrency
@@ -210,6 +212,16 @@ def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Works
     payloads = [{k: v for k, v in r.to_dict().items() if k not in ("id", "time")} for r in records]
     journal.save(images=images, records=payloads, history_db=str(ws.root / ws.config.history.path),
                  summary=lines[:-1], state=lines[-1].rsplit(" in ", 1)[0], git=[git.sha, git.branch, git.dirty])
+
+
+def _check_push_targets(plan: Plan) -> None:
+    """A requested target with ``push: true`` and no registry would be pushed nowhere: bad input, before any build."""
+    errors = [SpecError(f"{s.target.label} has push: true but no registry to push to", location=s.target.location,
+                        hint="name one with `registry:` (or `registries:`) on it or in imgbuild.yaml's `defaults`, "
+                             "or set `push: false`")
+              for s in plan.steps if s.requested and s.target.push and not s.target.registries]
+    if errors:
+        raise SpecErrors(errors)
 
 
 def inputs_now(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> dict[str, Inputs]:

@@ -105,3 +105,13 @@ def test_explain_says_why(capsys: pytest.CaptureFixture[str], make_ws: Workspace
     assert code == 0 and "//a:a: to build" in out and "never built with this cache" in out
     code, out, _ = run(capsys, "cache", "stats", "-w", str(root), "--json")
     assert code == 0 and json.loads(out)[0]["entries"] == 0
+
+
+def test_push_of_a_target_without_a_registry_is_refused_before_building(capsys: pytest.CaptureFixture[str],
+                                                                        make_ws: WorkspaceFactory) -> None:
+    root = make_ws({"a/BUILD.yaml": "apps:\n  a:\n    push: true\n", "a/Dockerfile": "FROM busybox:1.36\n",
+                    "b/BUILD.yaml": "apps:\n  b: {}\n", "b/Dockerfile": "FROM busybox:1.36\n"})
+    code, out, err = run(capsys, "build", "-w", str(root), "//...", "--push", "--dry-run")
+    assert code == 2 and out == ""
+    assert "//a:a has push: true but no registry to push to" in err and "a/BUILD.yaml:2" in err
+    assert "//b:b" not in err and "Traceback" not in err
