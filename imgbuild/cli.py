@@ -116,10 +116,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if raw[:1] == ["build"]:
         from imgbuild import uptodate  # standard library only: a no-op answers before anything else loads
 
-        replayed = uptodate.replay(raw[1:])
-        if replayed is not None:
-            return replayed
-        journal = uptodate.Recorder.begin(raw[1:])
+        try:
+            replayed = uptodate.replay(raw[1:])
+            if replayed is not None:
+                return replayed
+            journal = uptodate.Recorder.begin(raw[1:])
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130  # EXIT_INTERRUPTED, without importing imgbuild.errors
     try:
         return _run(raw, journal)
     finally:
