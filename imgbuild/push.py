@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from imgbuild.model import Target, Workspace
-from imgbuild.regcopy import BlobMounts, Copier, Repository
+from imgbuild.regcopy import BlobMounts, Copier, Repository, is_manifest
 from imgbuild.registry import Reference, RegistryClient, RegistryError
 
 # Registry or network trouble worth another try; anything else (denied, unknown, invalid) is final.
@@ -79,7 +79,7 @@ def immutable_conflicts(plans: list[PushPlan], client: RegistryClient) -> list[s
 
 class Engine(Protocol):
     def tag(self, image_id: str, ref: str) -> None: ...
-    def push(self, ref: str) -> None: ...
+    def push(self, ref: str) -> str | None: ...  # the manifest digest the engine reports having pushed
 
 
 class Pusher:
@@ -98,7 +98,12 @@ class Pusher:
         uploaded = []
         try:
             missing = [ref for ref in plan.refs if self._current(ref) != plan.image_id]
-            if missing and plan.blob_dir is not None and self.copier is not None:
+            # What each reference must point at afterwards: the image id, which is the manifest digest on
+            # the containerd image store; on the classic store (where the id is the config digest) the
+            # engine's push reports a manifest digest of its own, and that is what gets verified.
+            want = {ref: plan.image_id for ref in plan.refs}
+            if missing and plan.blob_dir is not None and self.copier is not None \
+                    and is_manifest(plan.blob_dir, plan.image_id):
                 # Straight from the target cache's blobs, over HTTP: parallel, layers shared between
                 # images mounted rather than sent again, and the engine (which serializes pushes) idle.
                 by_repo: dict[tuple[str, str], list[Reference]] = {}
@@ -113,16 +118,18 @@ class Pusher:
                 missing = []
             for ref in missing:
                 self.engine.tag(plan.image_id, str(ref))
-                self._with_retries(lambda: self.engine.push(str(ref)), str(ref))
+                reported: list[str | None] = []
+                self._with_retries(lambda: reported.append(self.engine.push(str(ref))), str(ref))
+                want[ref] = reported[-1] or plan.image_id
                 uploaded.append(str(ref))
             pushed = set()
             for ref in plan.refs:
                 # Nothing is recorded as pushed that the registry does not hold.
                 current = self._current(ref)
-                if current != plan.image_id:
+                if current != want[ref]:
                     raise RegistryError(f"{ref} points at {current or 'nothing'} after the push, "
-                                        f"not {plan.image_id}")
-                pushed.add(ref.by_digest(plan.image_id))
+                                        f"not {want[ref]}")
+                pushed.add(ref.by_digest(want[ref]))
         except (RegistryError, PushError) as exc:
             return PushResult(label=plan.label, uploaded=tuple(uploaded), error=str(exc))
         return PushResult(label=plan.label, pushed=tuple(sorted(pushed)), tags=tuple(sorted(map(str, plan.refs))),

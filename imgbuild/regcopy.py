@@ -30,6 +30,16 @@ from typing import IO, Any, Callable, Iterator
 
 from imgbuild.registry import MANIFEST_TYPES, Reference, RegistryError, _is_local, _stored_auth
 
+def is_manifest(blob_dir: Path, digest: str) -> bool:
+    """Whether ``blob_dir`` holds ``digest`` as an image manifest or index (and not, say, a config blob:
+    on the classic image store an image id is its config's digest)."""
+    try:
+        doc = json.loads((blob_dir / digest.split(":", 1)[-1]).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and ("manifests" in doc or "layers" in doc)
+
+
 class BlobMounts(dict[tuple[str, str], str]):
     """(host, blob digest) -> a repository on that host known to hold the blob, shared by parallel pushes.
 

@@ -7,6 +7,7 @@ cache stores content-addressed, so layers shared between images are stored once.
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -90,13 +91,16 @@ class Images:
         """Remove one name (the image stays while it has another); best effort: a leftover name is harmless."""
         proc.run_unchecked([self.docker, "image", "rm", "--no-prune", ref])
 
-    def push(self, ref: str) -> None:
-        """``docker push ref``; the engine's own error text on failure (for the retry decision)."""
+    def push(self, ref: str) -> str | None:
+        """``docker push ref``: the manifest digest it reports (``<tag>: digest: sha256:... size: N``), if any;
+        the engine's own error text on failure (for the retry decision)."""
         from imgbuild.push import PushError
 
         code, out, err = proc.run_unchecked([self.docker, "push", ref], timeout=900)
         if code != 0:
             raise PushError((err.strip() or out.strip()).splitlines()[-1] if (err or out).strip() else f"exit {code}")
+        found = re.findall(r"digest: (sha256:[0-9a-f]{64})", out)
+        return found[-1] if found else None
 
     def save(self, ref: str, workdir: Path) -> SavedImage:
         """``docker save`` ``ref`` into ``workdir`` as an OCI layout."""

@@ -1,0 +1,91 @@
+"""The pusher against small fakes of the engine and the registry: what it records as pushed is what the
+registry holds, on either image store (containerd: image id = manifest digest; classic: it is not)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from imgbuild.push import Pusher, PushPlan
+from imgbuild.regcopy import Copier, Opened
+from imgbuild.registry import Reference
+
+IMAGE_ID = "sha256:" + "c" * 64  # on the classic store: the config's digest
+MANIFEST = "sha256:" + "d" * 64  # what `docker push` reports and the registry then holds
+
+
+class FakeRegistry:
+    """Tags -> manifest digests (the part of the Registry v2 API the pusher reads: HEAD of a tag)."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, str] = {}
+
+    def tag_digest(self, ref: Reference) -> str | None:
+        return self.tags.get(str(ref))
+
+
+class FakeEngine:
+    """``docker tag`` / ``docker push``: pushing stores ``digest`` under the tag and reports it (or not)."""
+
+    def __init__(self, registry: FakeRegistry, digest: str, *, reports: bool = True) -> None:
+        self.registry, self.digest, self.reports = registry, digest, reports
+        self.pushed: list[str] = []
+
+    def tag(self, image_id: str, ref: str) -> None:
+        pass
+
+    def push(self, ref: str) -> str | None:
+        self.pushed.append(ref)
+        self.registry.tags[ref] = self.digest
+        return self.digest if self.reports else None
+
+
+REFS = (Reference.parse("localhost:5000/team/api:v1"), Reference.parse("localhost:5000/team/api:latest"))
+
+
+def test_classic_store_pushes_are_verified_and_recorded_by_the_digest_the_engine_pushed() -> None:
+    registry = FakeRegistry()
+    engine = FakeEngine(registry, MANIFEST)
+    result = Pusher(engine, registry, sleep=lambda s: None).push(  # type: ignore[arg-type]
+        PushPlan(label="//api:api", image_id=IMAGE_ID, refs=REFS))
+    assert result.error is None
+    assert result.pushed == (f"localhost:5000/team/api@{MANIFEST}",)  # never repo@<config digest>
+    assert set(result.uploaded) == {str(r) for r in REFS}
+
+
+def test_containerd_store_pushes_are_verified_by_image_id() -> None:
+    registry = FakeRegistry()
+    engine = FakeEngine(registry, IMAGE_ID, reports=False)  # an engine whose output names no digest
+    result = Pusher(engine, registry, sleep=lambda s: None).push(  # type: ignore[arg-type]
+        PushPlan(label="//api:api", image_id=IMAGE_ID, refs=REFS))
+    assert result.error is None and result.pushed == (f"localhost:5000/team/api@{IMAGE_ID}",)
+    # Already there: nothing is pushed again.
+    again = Pusher(engine, registry, sleep=lambda s: None).push(  # type: ignore[arg-type]
+        PushPlan(label="//api:api", image_id=IMAGE_ID, refs=REFS))
+    assert again.uploaded == () and again.pushed == result.pushed
+
+
+def test_a_push_the_registry_does_not_show_is_an_error_not_a_record() -> None:
+    registry = FakeRegistry()
+    engine = FakeEngine(registry, MANIFEST, reports=False)  # pushed something, said nothing, not our id
+    result = Pusher(engine, registry, sleep=lambda s: None).push(  # type: ignore[arg-type]
+        PushPlan(label="//api:api", image_id=IMAGE_ID, refs=REFS))
+    assert result.pushed == () and result.error is not None and "after the push" in result.error
+
+
+def test_cache_blobs_that_are_not_a_manifest_go_through_the_engine(tmp_path: Path) -> None:
+    """On the classic store the blob named by the image id is its config: never PUT as a manifest."""
+    (tmp_path / IMAGE_ID.split(":")[1]).write_text(json.dumps({"architecture": "amd64", "os": "linux",
+                                                               "rootfs": {"type": "layers", "diff_ids": []}}))
+    sent: list[str] = []
+
+    def send(method: str, url: str, headers: dict[str, str], data: object) -> Opened:
+        sent.append(f"{method} {url}")
+        raise AssertionError("the registry must not be written from these blobs")
+
+    registry = FakeRegistry()
+    engine = FakeEngine(registry, MANIFEST)
+    result = Pusher(engine, registry, sleep=lambda s: None, copier=Copier(send=send)).push(  # type: ignore[arg-type]
+        PushPlan(label="//api:api", image_id=IMAGE_ID, refs=REFS, blob_dir=tmp_path))
+    assert sent == [] and engine.pushed == [str(r) for r in REFS]
+    assert result.error is None and result.pushed == (f"localhost:5000/team/api@{MANIFEST}",)
