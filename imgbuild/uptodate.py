@@ -126,17 +126,18 @@ def replay(argv: list[str], *, cwd: str | None = None, environ: dict[str, str] |
     except (OSError, ValueError):
         return None
     try:
+        lines = [f"up to date: nothing changed since the build at {journal['written']}",
+                 *(str(line) for line in journal["summary"])]
+        state = str(journal["state"])
         if not _still_true(journal, root, env):
             return None
         _append_history(journal, root)
     except Exception:  # a journal we cannot read as written is one we do not trust
         return None
     out = sys.stderr
-    built_at = journal["written"]
-    print(f"up to date: nothing changed since the build at {built_at}", file=out)
-    for line in journal["summary"]:
+    for line in lines:
         print(line, file=out)
-    print(f"{journal['state']} in {time.perf_counter() - started:.1f}s", file=out)
+    print(f"{state} in {time.perf_counter() - started:.1f}s", file=out)
     return 0
 
 
