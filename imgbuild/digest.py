@@ -11,7 +11,6 @@ A change to any of them changes the key; anything else (time, machine, checkout 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from imgbuild import dockerfile
+from imgbuild.canonical import canonical_json
 from imgbuild.dockerignore import load_rules
 from imgbuild.fileset import FileEntry, context_files
 from imgbuild.graph import TargetGraph
@@ -28,10 +28,6 @@ from imgbuild.statcache import StatCache
 
 # Bump when what goes into a key changes meaning: old entries then simply stop matching.
 KEY_SCHEME = 1
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def sha256_text(data: bytes) -> str:

@@ -34,6 +34,7 @@ import os
 import sys
 import time
 from imgbuild import __version__, engine_events
+from imgbuild.canonical import canonical_json
 
 TYPE_CHECKING = False  # not typing's: importing typing alone costs ~4 ms of a ~30 ms answer
 if TYPE_CHECKING:
@@ -205,11 +206,6 @@ def _append_history(journal: dict[str, Any], root: str) -> None:
             db.executemany(_INSERT, rows)
     finally:
         db.close()
-
-
-def canonical_json(value: object) -> bytes:
-    """Sorted keys, no spaces, UTF-8: the same facts always give the same bytes (records, cache entries)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # -- recording (during a normal build) ----------------------------------------------------------------

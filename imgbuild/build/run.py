@@ -182,7 +182,7 @@ def execute(
         apply_tags(output.image_id, (ref,))
         images.untag(claim)
         if cache is not None and key is not None and inputs is not None:
-            from imgbuild.digest import canonical_json
+            from imgbuild.canonical import canonical_json
 
             # In the background: saving the image and uploading its blobs must not hold up dependants,
             # which only need the image in the engine. The run waits for every recording before it ends.

@@ -14,16 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from imgbuild.cache.store import CorruptEntry, digest_hex
+from imgbuild.canonical import canonical_json
 
 ENTRY_VERSION = 1
 
 _FIELDS = frozenset({"version", "key", "label", "created", "image_id", "manifest_digest", "config_digest",
                      "blobs", "oci_index", "inputs", "pushed"})
 _BLOB_FIELDS = frozenset({"digest", "size", "media_type"})
-
-
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _sha256(data: bytes) -> str:

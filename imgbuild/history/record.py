@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from imgbuild.cache.entry import canonical_json
+from imgbuild.canonical import canonical_json
 from imgbuild.errors import LabelError
 from imgbuild.history.store import CorruptRecord
 from imgbuild.labels import Label
