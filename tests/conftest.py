@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import pytest
 
@@ -31,3 +32,30 @@ def make_ws(tmp_path: Path) -> WorkspaceFactory:
         return write_files(root, files)
 
     return make
+
+
+T = TypeVar("T")
+
+
+def at_once(work: Callable[[int], T], n: int) -> list[T]:
+    """``work(0) .. work(n - 1)``, each in its own thread, released together (a race on purpose); their
+    results in order. An exception in any of them is raised here, after all have finished."""
+    barrier = threading.Barrier(n)
+    results: dict[int, T] = {}
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        barrier.wait()
+        try:
+            results[i] = work(i)
+        except BaseException as exc:  # raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return [results[i] for i in range(n)]

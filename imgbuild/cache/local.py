@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from imgbuild.cache.entry import CacheEntry
-from imgbuild.cache.store import (CacheUnavailable, CorruptBlob, CorruptEntry, MissingBlob, StoreStats, copy_hashing,
-                                  digest_hex, download_verified)
+from imgbuild.cache.store import (CacheUnavailable, CorruptBlob, MissingBlob, StoreStats, copy_hashing,
+                                  digest_hex, download_verified, label_entries)
 
 _TMP = ".tmp-"
 
@@ -105,17 +105,7 @@ class LocalStore:
                 return []
             # The marker's time approximates the entry's; it picks which entries to read when limited.
             markers.sort(key=lambda m: m.stat().st_mtime, reverse=True)
-        entries: list[CacheEntry] = []
-        for marker in markers:
-            if limit is not None and len(entries) >= limit:
-                break
-            try:
-                entry = self.get(f"sha256:{marker.name}")
-            except (CorruptEntry, ValueError):
-                continue
-            if entry is not None and entry.label == label:
-                entries.append(entry)
-        return sorted(entries, key=lambda e: (e.created, e.key), reverse=True)
+        return label_entries(self.get, (f"sha256:{m.name}" for m in markers), label, limit)
 
     def stats(self) -> StoreStats:
         with _unavailable(f"cannot read {self.root}"):

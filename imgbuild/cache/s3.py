@@ -29,8 +29,8 @@ from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError
                                  ReadTimeoutError)
 
 from imgbuild.cache.entry import CacheEntry
-from imgbuild.cache.store import (CacheUnavailable, CorruptBlob, CorruptEntry, MissingBlob, StoreStats, copy_hashing,
-                                  digest_hex, download_verified)
+from imgbuild.cache.store import (CacheUnavailable, CorruptBlob, MissingBlob, StoreStats, copy_hashing,
+                                  digest_hex, download_verified, label_entries)
 
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 15.0
@@ -122,17 +122,7 @@ class S3Store:
             markers = list(self._list(self._ready(), self._label_prefix(label)))
         # The marker's time approximates the entry's; it picks which entries to read when limited.
         markers.sort(key=lambda o: (o["LastModified"], o["Key"]), reverse=True)
-        entries: list[CacheEntry] = []
-        for marker in markers:
-            if limit is not None and len(entries) >= limit:
-                break
-            try:
-                entry = self.get("sha256:" + marker["Key"].rsplit("/", 1)[-1])
-            except (CorruptEntry, ValueError):
-                continue
-            if entry is not None and entry.label == label:
-                entries.append(entry)
-        return sorted(entries, key=lambda e: (e.created, e.key), reverse=True)
+        return label_entries(self.get, ("sha256:" + m["Key"].rsplit("/", 1)[-1] for m in markers), label, limit)
 
     def stats(self) -> StoreStats:
         with self._errors("listing the cache"):

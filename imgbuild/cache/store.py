@@ -19,7 +19,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Protocol, TypeVar
 
 from imgbuild.errors import ImgbuildError
 
@@ -350,3 +350,22 @@ def download_verified(src: BinaryIO, dest: Path, digest: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def label_entries(get: Callable[[str], CacheEntry | None], keys: Iterable[str], label: str,
+                  limit: int | None) -> list[CacheEntry]:
+    """The entries of ``label`` among ``keys`` (most recent marker first), newest first, at most ``limit``.
+
+    Damaged entries and entries of another label (a reused marker) are left out.
+    """
+    entries: list[CacheEntry] = []
+    for key in keys:
+        if limit is not None and len(entries) >= limit:
+            break
+        try:
+            entry = get(key)
+        except (CorruptEntry, ValueError):
+            continue
+        if entry is not None and entry.label == label:
+            entries.append(entry)
+    return sorted(entries, key=lambda e: (e.created, e.key), reverse=True)

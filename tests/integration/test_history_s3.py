@@ -10,7 +10,6 @@ import argparse
 import hashlib
 import json
 import socket
-import threading
 import time
 import uuid
 from collections import Counter
@@ -23,7 +22,7 @@ import pytest
 from imgbuild.commands import history as command
 from imgbuild.history import CorruptRecord, GuardedHistory, HistoryRecord, HistoryUnavailable
 from imgbuild.history.s3 import S3History
-from tests.conftest import WorkspaceFactory
+from tests.conftest import WorkspaceFactory, at_once
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -146,22 +145,7 @@ def test_two_writers_of_one_record_make_one_object(s3_endpoint: str, bucket: str
         w.get("0000")
     for round_ in range(15):
         record = make_record(ci_run_id=str(round_))
-        barrier = threading.Barrier(2)
-        errors: list[BaseException] = []
-
-        def write(n: int) -> None:
-            barrier.wait()
-            try:
-                writers[n].append(record)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
+        at_once(lambda n: writers[n].append(record), 2)
         assert writers[1].get(record.id) == record
     assert len(keys_in(admin, bucket, "audit/records/")) == 15 and len(keys_in(admin, bucket, "audit/ids/")) == 15
 

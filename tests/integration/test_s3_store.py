@@ -10,7 +10,6 @@ import hashlib
 import json
 import os
 import socket
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -22,6 +21,7 @@ import pytest
 from imgbuild.cache.entry import Blob, CacheEntry
 from imgbuild.cache.s3 import S3Store
 from imgbuild.cache.store import CacheUnavailable, CorruptBlob, CorruptEntry, GuardedStore, StoreStats
+from tests.conftest import at_once
 
 
 @pytest.fixture(autouse=True)
@@ -114,26 +114,10 @@ def test_concurrent_put_of_one_key(s3_endpoint: str, bucket: str) -> None:
         writer.has_blob(sha(b"warm up"))
     for round_ in range(20):
         key = sha(f"race {round_}".encode())
-        barrier = threading.Barrier(2)
-        results: dict[int, bool] = {}
-        errors: list[BaseException] = []
-
-        def write(n: int) -> None:
-            entry = make_entry(key, created=f"2024-05-0{n + 1}T00:00:00Z")
-            barrier.wait()
-            try:
-                results[n] = writers[n].put(entry)
-            except BaseException as exc:  # reported below
-                errors.append(exc)
-
-        threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert errors == []
-        assert sorted(results.values()) == [False, True]
-        winner = next(n for n, created in results.items() if created)
+        entries = [make_entry(key, created=f"2024-05-0{n + 1}T00:00:00Z") for n in range(2)]
+        created = at_once(lambda n: writers[n].put(entries[n]), 2)
+        assert sorted(created) == [False, True]
+        winner = created.index(True)
         stored = writers[0].get(key)
         assert stored is not None and stored.created == f"2024-05-0{winner + 1}T00:00:00Z"
 

@@ -35,7 +35,7 @@ from imgbuild.history.store import Query, newest_first
 from imgbuild.model import Secret
 from imgbuild.spec.packages import load
 from imgbuild.spec.schemas import schema_dir
-from tests.conftest import WorkspaceFactory
+from tests.conftest import WorkspaceFactory, at_once
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 OTHER_COMMIT = "fedcba9876543210fedcba9876543210fedcba98"
@@ -349,25 +349,13 @@ def test_sqlite_concurrent_appends_from_threads(tmp_path: Path) -> None:
     # A store per thread, as separate processes would have, on a database none of them has created yet.
     path = tmp_path / "history.sqlite"
     records = [make_record(ci_run_id=f"{t}-{n}") for t in range(8) for n in range(25)]
-    barrier = threading.Barrier(8)
-    errors: list[BaseException] = []
-
     def work(t: int) -> None:
         store = SqliteHistory(path)
-        barrier.wait()
-        try:
-            for r in records[t * 25:(t + 1) * 25]:
-                store.append(r)
-                store.append(records[0])  # and everyone races on one record too
-        except BaseException as exc:  # reported below
-            errors.append(exc)
+        for r in records[t * 25:(t + 1) * 25]:
+            store.append(r)
+            store.append(records[0])  # and everyone races on one record too
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    at_once(work, 8)
     assert {r.id for r in SqliteHistory(path).query()} == {r.id for r in records}
     assert len(SqliteHistory(path).query()) == len(records)
 
