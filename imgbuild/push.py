@@ -96,6 +96,7 @@ class Pusher:
     def push(self, plan: PushPlan) -> PushResult:
         """Push every reference of ``plan`` that does not already point at the image, then verify."""
         uploaded = []
+        confirmed: set[str] = set()  # references the registry's answer to the tag's PUT already verified
         try:
             missing = [ref for ref in plan.refs if self._current(ref) != plan.image_id]
             # What each reference must point at afterwards: the image id, which is the manifest digest on
@@ -113,7 +114,8 @@ class Pusher:
                     repo = Repository(host=host, path=path)
                     tags = tuple(r.tag for r in refs)
                     blob_dir = plan.blob_dir
-                    self._with_retries(lambda: self._push_blobs(blob_dir, repo, plan.image_id, tags), str(repo))
+                    self._with_retries(lambda: confirmed.update(self._push_blobs(blob_dir, repo, plan.image_id, tags)),
+                                       str(repo))
                     uploaded += [str(r) for r in refs]
                 missing = []
             for ref in missing:
@@ -125,7 +127,7 @@ class Pusher:
             pushed = set()
             for ref in plan.refs:
                 # Nothing is recorded as pushed that the registry does not hold.
-                current = self._current(ref)
+                current = plan.image_id if str(ref) in confirmed else self._current(ref)
                 if current != want[ref]:
                     raise RegistryError(f"{ref} points at {current or 'nothing'} after the push, "
                                         f"not {want[ref]}")
@@ -135,9 +137,9 @@ class Pusher:
         return PushResult(label=plan.label, pushed=tuple(sorted(pushed)), tags=tuple(sorted(map(str, plan.refs))),
                           uploaded=tuple(uploaded))
 
-    def _push_blobs(self, blob_dir: Path, repo: Repository, digest: str, tags: tuple[str, ...]) -> None:
+    def _push_blobs(self, blob_dir: Path, repo: Repository, digest: str, tags: tuple[str, ...]) -> list[str]:
         assert self.copier is not None
-        self.copier.push_blobs(blob_dir, repo, digest, tags, self.mounts)
+        return self.copier.push_blobs(blob_dir, repo, digest, tags, self.mounts).confirmed
 
     def push_all(self, plans: list[PushPlan], parallelism: int) -> list[PushResult]:
         with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:

@@ -16,18 +16,16 @@ without our Authorization header, which presigned URLs refuse.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import re
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator
+from typing import IO, Iterator
 
+from imgbuild.connections import Connections, Opened, Send
 from imgbuild.registry import MANIFEST_TYPES, Reference, RegistryError, _is_local, _stored_auth
 
 def is_manifest(blob_dir: Path, digest: str) -> bool:
@@ -117,48 +115,7 @@ class CopyStats:
     blobs_present: int = 0
     manifests_put: int = 0
     tags_put: list[str] = field(default_factory=list)
-
-
-class Opened:
-    """An HTTP response being read: status, lower-case headers, the body as a stream (an error status too)."""
-
-    def __init__(self, status: int, headers: dict[str, str], stream: IO[bytes] | None) -> None:
-        self.status = status
-        self.headers = headers
-        self.stream = stream
-
-    def read(self) -> bytes:
-        return self.stream.read() if self.stream is not None else b""
-
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-
-
-# (method, url, headers, data) -> the response; an HTTP error status is a response too, never raised.
-Send = Callable[[str, str, dict[str, str], "bytes | IO[bytes] | None"], Opened]
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # a 3xx comes back as the response: blob redirects are followed by hand, without auth
-
-
-def urllib_send(timeout: float) -> Send:
-    opener = urllib.request.build_opener(_NoRedirect())
-
-    def send(method: str, url: str, headers: dict[str, str], data: bytes | IO[bytes] | None) -> Opened:
-        req = urllib.request.Request(url, method=method, headers=headers, data=data)
-        try:
-            resp = opener.open(req, timeout=timeout)
-        except urllib.error.HTTPError as exc:
-            return Opened(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc)
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            host = urllib.parse.urlsplit(url).netloc
-            raise RegistryError(f"{host}: {getattr(exc, 'reason', exc)}") from None
-        return Opened(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp)
-
-    return send
+    confirmed: list[str] = field(default_factory=list)  # tags put whose answer named the manifest's digest
 
 
 class Copier:
@@ -167,8 +124,9 @@ class Copier:
     def __init__(self, *, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 60.0,
                  send: Send | None = None) -> None:
         self.insecure = insecure_hosts
-        self._send = send or urllib_send(timeout)
+        self._send = send or Connections(timeout).send
         self._auth: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value
+        self._stored: dict[str, str | None] = {}  # host -> the docker CLI's credentials, read once
 
     # -- the operations -----------------------------------------------------------------------------------
 
@@ -202,18 +160,21 @@ class Copier:
         self._push_manifest_from(blob_dir, dst, digest, stats, mounts if mounts is not None else BlobMounts())
         manifest = _local_manifest(blob_dir, digest)
         for tag in tags:
-            self._put_manifest(dst, tag, manifest)
+            if self._put_manifest(dst, tag, manifest):
+                stats.confirmed.append(str(dst.tagged(tag)))
             stats.tags_put.append(str(dst.tagged(tag)))
         return stats
 
     def _push_manifest_from(self, blob_dir: Path, dst: Repository, digest: str, stats: CopyStats,
-                            mounts: BlobMounts) -> None:
-        if self._exists(dst, f"manifests/{digest}"):
+                            mounts: BlobMounts, *, check: bool = True) -> None:
+        if check and self._exists(dst, f"manifests/{digest}"):
             return
         manifest = _local_manifest(blob_dir, digest)
         children, blobs = _references(manifest, dst)
         for child in children:
-            self._push_manifest_from(blob_dir, dst, child, stats, mounts)
+            # An index's children are not asked for one by one: each of their blobs is (HEAD or mount),
+            # and putting a manifest the registry already holds changes nothing.
+            self._push_manifest_from(blob_dir, dst, child, stats, mounts, check=False)
         for blob, size in blobs:
             self._push_blob_from(blob_dir, dst, blob, size, stats, mounts)
         self._put_manifest(dst, digest, manifest)
@@ -334,7 +295,8 @@ class Copier:
             _expect(resp, (200,), repo.host, f"download {digest} from {repo}")
             yield resp.stream or _empty(), int(resp.headers.get("content-length", "0"))
 
-    def _put_manifest(self, repo: Repository, reference: str, manifest: Manifest) -> None:
+    def _put_manifest(self, repo: Repository, reference: str, manifest: Manifest) -> bool:
+        """Put ``manifest`` under ``reference``; True if the registry's answer confirmed its digest."""
         scope = f"repository:{repo.path}:pull,push"
         with self._call("PUT", repo.host, f"{repo.path}/manifests/{reference}", scope,
                         headers={"Content-Type": manifest.media_type}, data=manifest.body) as resp:
@@ -342,6 +304,7 @@ class Copier:
             stored = resp.headers.get("docker-content-digest")
         if stored and stored != manifest.digest:
             raise RegistryError(f"{repo}:{reference}: the registry stored {stored}, not {manifest.digest}")
+        return stored == manifest.digest
 
     def _exists(self, repo: Repository, path: str) -> bool:
         headers = {"Accept": MANIFEST_TYPES} if path.startswith("manifests/") else {}
@@ -374,7 +337,7 @@ class Copier:
         url = path if "://" in path else self._base(host) + path
         for attempt in range(2):
             sent = dict(headers or {})
-            auth = self._auth.get((host, scope)) or _stored_auth(host)
+            auth = self._auth.get((host, scope)) or self._stored_auth(host)
             if auth:
                 sent["Authorization"] = auth
             resp = self._send(method, url, sent, data)
@@ -391,6 +354,11 @@ class Copier:
                 resp.close()
             return
         raise RegistryError(f"{host}: unauthorized for {scope} (log in with `docker login {host}`)")
+
+    def _stored_auth(self, host: str) -> str | None:
+        if host not in self._stored:
+            self._stored[host] = _stored_auth(host)
+        return self._stored[host]
 
     def _authorize(self, challenge: str, host: str, scope: str) -> str:
         scheme = challenge.split(" ", 1)[0].lower()

@@ -11,11 +11,12 @@ import base64
 import json
 import os
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from imgbuild.connections import Connections, Send
+from imgbuild.connections import RegistryError as RegistryError  # where the rest of imgbuild imports it from
 
 MANIFEST_TYPES = ", ".join((
     "application/vnd.oci.image.index.v1+json",
@@ -23,10 +24,6 @@ MANIFEST_TYPES = ", ".join((
     "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.v2+json",
 ))
-
-
-class RegistryError(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -59,9 +56,10 @@ def _is_local(host: str) -> bool:
 
 
 class RegistryClient:
-    def __init__(self, *, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 10.0) -> None:
+    def __init__(self, *, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 10.0,
+                 send: Send | None = None) -> None:
         self.insecure = insecure_hosts
-        self.timeout = timeout
+        self._send = send or Connections(timeout).send
         self._tokens: dict[str, str] = {}
 
     def _base(self, host: str) -> str:
@@ -79,22 +77,20 @@ class RegistryClient:
     def _head(self, host: str, path: str) -> str | None:
         url = self._base(host) + path
         for attempt in range(2):
-            req = urllib.request.Request(url, method="HEAD", headers={"Accept": MANIFEST_TYPES})
+            headers = {"Accept": MANIFEST_TYPES}
             auth = self._tokens.get(host) or _stored_auth(host)
             if auth:
-                req.add_header("Authorization", auth)
-            try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return str(resp.headers.get("Docker-Content-Digest") or "") or None
-            except urllib.error.HTTPError as exc:
-                if exc.code == 404:
-                    return None
-                if exc.code == 401 and attempt == 0:
-                    self._tokens[host] = self._token(exc.headers.get("WWW-Authenticate", ""), host)
-                    continue
-                raise RegistryError(f"{host}: HTTP {exc.code} for {path}") from None
-            except (urllib.error.URLError, OSError) as exc:
-                raise RegistryError(f"{host}: {getattr(exc, 'reason', exc)}") from None
+                headers["Authorization"] = auth
+            resp = self._send("HEAD", url, headers, None)
+            resp.close()
+            if resp.status == 200:
+                return resp.headers.get("docker-content-digest") or None
+            if resp.status == 404:
+                return None
+            if resp.status == 401 and attempt == 0:
+                self._tokens[host] = self._token(resp.headers.get("www-authenticate", ""), host)
+                continue
+            raise RegistryError(f"{host}: HTTP {resp.status} for {path}")
         raise RegistryError(f"{host}: unauthorized")
 
     def _token(self, challenge: str, host: str) -> str:
@@ -102,16 +98,17 @@ class RegistryClient:
             raise RegistryError(f"{host}: unauthorized (log in with `docker login {host}`)")
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         realm = params.pop("realm", "")
-        url = realm + "?" + urllib.parse.urlencode(params)
-        req = urllib.request.Request(url)
         basic = _stored_auth(host)
-        if basic:
-            req.add_header("Authorization", basic)
+        resp = self._send("GET", realm + "?" + urllib.parse.urlencode(params),
+                          {"Authorization": basic} if basic else {}, None)
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                data = json.loads(resp.read())
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            if resp.status != 200:
+                raise RegistryError(f"{host}: cannot get a token: HTTP {resp.status} from {realm}")
+            data = json.loads(resp.read())
+        except (OSError, ValueError) as exc:
             raise RegistryError(f"{host}: cannot get a token: {exc}") from None
+        finally:
+            resp.close()
         return f"Bearer {data.get('token') or data.get('access_token')}"
 
 

@@ -24,6 +24,7 @@ from imgbuild.build.request import local_tag, plan_request
 from imgbuild.build.results import RunResult, TargetResult, with_push, write_metadata, write_report
 from imgbuild.build.run import BuildOptions, Built, execute, local_tags
 from imgbuild.commands import load_graph, patterns
+from imgbuild.connections import Connections
 from imgbuild.cache.targets import TargetCache
 from imgbuild.digest import Hasher, Inputs
 from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, ImgbuildError, SpecError, SpecErrors
@@ -123,8 +124,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     requested = {str(s.target.label) for s in plan.steps if s.requested}
     pushing = {lb for lb in requested if graph.target(Label.parse(lb)).push} if args.push else set()
     insecure = _insecure_hosts(ws)
-    pusher = Pusher(Images(), RegistryClient(insecure_hosts=insecure),
-                    copier=Copier(insecure_hosts=insecure)) if pushing else None
+    pusher = _pusher(insecure) if pushing else None
     pushes: dict[str, tuple[tuple[str, ...], str | None]] = {}
 
     def push_now(target: Target, built: Built) -> None:
@@ -212,6 +212,12 @@ def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Works
     payloads = [{k: v for k, v in r.to_dict().items() if k not in ("id", "time")} for r in records]
     journal.save(images=images, records=payloads, history_db=str(ws.root / ws.config.history.path),
                  summary=lines[:-1], state=lines[-1].rsplit(" in ", 1)[0], git=[git.sha, git.branch, git.dirty])
+
+
+def _pusher(insecure: frozenset[str]) -> Pusher:
+    send = Connections().send  # one pool of kept-alive connections for the checks and the uploads
+    return Pusher(Images(), RegistryClient(insecure_hosts=insecure, send=send),
+                  copier=Copier(insecure_hosts=insecure, send=send))
 
 
 def _check_push_targets(plan: Plan) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from imgbuild.push import Pusher, PushPlan
 from imgbuild.regcopy import Copier, Opened
-from imgbuild.registry import Reference
+from imgbuild.registry import Reference, RegistryClient
+from tests.unit.fakes import FakeRegistries, sha
 
 IMAGE_ID = "sha256:" + "c" * 64  # on the classic store: the config's digest
 MANIFEST = "sha256:" + "d" * 64  # what `docker push` reports and the registry then holds
@@ -89,3 +90,59 @@ def test_cache_blobs_that_are_not_a_manifest_go_through_the_engine(tmp_path: Pat
         PushPlan(label="//api:api", image_id=IMAGE_ID, refs=REFS, blob_dir=tmp_path))
     assert sent == [] and engine.pushed == [str(r) for r in REFS]
     assert result.error is None and result.pushed == (f"localhost:5000/team/api@{MANIFEST}",)
+
+
+def _index_on_disk(blob_dir: Path) -> str:
+    """An index (image + attestation manifest, as buildx makes them) with its blobs, as the target cache
+    keeps them; its digest."""
+    children = []
+    for name in ("image", "attestation"):
+        blobs = [f"{name}-config".encode(), f"{name}-layer".encode()]
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                               "config": {"digest": sha(blobs[0]), "size": len(blobs[0])},
+                               "layers": [{"digest": sha(blobs[1]), "size": len(blobs[1])}]}).encode()
+        for blob in (*blobs, manifest):
+            (blob_dir / sha(blob)[7:]).write_bytes(blob)
+        children.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(manifest),
+                         "size": len(manifest)})
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": children}).encode()
+    (blob_dir / sha(index)[7:]).write_bytes(index)
+    return sha(index)
+
+
+def test_a_push_from_cache_blobs_lands_whole_and_asks_the_registry_only_what_it_must(tmp_path: Path) -> None:
+    digest = _index_on_disk(tmp_path)
+    regs = FakeRegistries()
+    pusher = Pusher(FakeEngine(FakeRegistry(), MANIFEST), RegistryClient(send=regs.send), sleep=lambda s: None,
+                    copier=Copier(send=regs.send))
+    result = pusher.push(PushPlan(label="//api:api", image_id=digest, refs=REFS, blob_dir=tmp_path))
+    assert result.error is None and result.pushed == (f"localhost:5000/team/api@{digest}",)
+    index = (tmp_path / digest[7:]).read_bytes()
+    assert all(regs.manifests[("localhost:5000", "team/api", tag)][1] == index for tag in ("v1", "latest"))
+    for child in json.loads(index)["manifests"]:
+        assert ("localhost:5000", "team/api", child["digest"]) in regs.manifests
+    assert len([k for k in regs.blobs if k[1] == "team/api"]) == 4
+    heads = [r for r in regs.requests if r.startswith("HEAD") and "/manifests/" in r]
+    # Each tag once before (already there?) and the index once; the children are not asked one by one,
+    # and the tags are not asked again afterwards: the registry's answer to each PUT named the digest.
+    assert sorted(heads) == sorted([f"HEAD localhost:5000/v2/team/api/manifests/{t}" for t in ("v1", "latest")]
+                                   + [f"HEAD localhost:5000/v2/team/api/manifests/{digest}"])
+
+
+def test_a_registry_that_does_not_confirm_a_tag_is_asked_again_and_caught(tmp_path: Path) -> None:
+    digest = _index_on_disk(tmp_path)
+    regs = FakeRegistries()
+
+    def forgetful(method: str, url: str, headers: dict[str, str], data: object) -> Opened:
+        answer = regs.send(method, url, headers, data)  # type: ignore[arg-type]
+        if method == "PUT" and url.endswith("/manifests/latest"):
+            del regs.manifests[("localhost:5000", "team/api", "latest")]  # says 201, keeps nothing
+            return Opened(201, {}, None)  # and names no digest
+        return answer
+
+    pusher = Pusher(FakeEngine(FakeRegistry(), MANIFEST), RegistryClient(send=regs.send), sleep=lambda s: None,
+                    copier=Copier(send=forgetful))
+    result = pusher.push(PushPlan(label="//api:api", image_id=digest, refs=REFS, blob_dir=tmp_path))
+    assert result.pushed == () and result.error is not None
+    assert "localhost:5000/team/api:latest points at nothing after the push" in result.error

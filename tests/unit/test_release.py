@@ -4,7 +4,6 @@ and the Registry v2 copy, all with fakes (no registry, no engine, no process).""
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import time
@@ -41,6 +40,7 @@ REL = "registry.example.com/rel/web"
 CTX = TagContext(git=GitInfo(sha=SHA, branch="main"), now=datetime(2024, 5, 1, tzinfo=timezone.utc))
 CLEAN = GitState(commit=SHA, dirty=False)
 from tests.conftest import WorkspaceFactory
+from tests.unit.fakes import FakeRegistries, sha
 
 
 # -- versions ---------------------------------------------------------------------------------------------
@@ -470,80 +470,6 @@ def test_a_promotion_record_is_a_push_naming_the_commit_that_built_the_image() -
 
 
 # -- the Registry v2 copy ---------------------------------------------------------------------------------------
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-class FakeRegistries:
-    """Registry v2 servers in memory, keyed by host: manifests, blobs, uploads, mounts, one bearer token."""
-
-    def __init__(self, *, token_host: str = "") -> None:
-        self.manifests: dict[tuple[str, str, str], tuple[str, bytes]] = {}
-        self.blobs: dict[tuple[str, str, str], bytes] = {}
-        self.requests: list[str] = []
-        self.token_host = token_host
-
-    def send(self, method: str, url: str, headers: dict[str, str], data: bytes | IO[bytes] | None) -> Opened:
-        parts = urllib.parse.urlsplit(url)
-        host, path, query = parts.netloc, parts.path, dict(urllib.parse.parse_qsl(parts.query))
-        self.requests.append(f"{method} {host}{path}")
-        if host == "auth.example.com":
-            return Opened(200, {}, io.BytesIO(json.dumps({"token": "t0k"}).encode()))
-        if host == self.token_host and headers.get("Authorization") != "Bearer t0k":
-            return Opened(401, {"www-authenticate": 'Bearer realm="https://auth.example.com/token",service="reg"'},
-                          io.BytesIO(b""))
-        path = path.removeprefix("/v2/")
-        if "/manifests/" in path:
-            repo, ref = path.split("/manifests/")
-            found = self.manifests.get((host, repo, ref))
-            if method in ("GET", "HEAD"):
-                if found is None:
-                    return Opened(404, {}, io.BytesIO(b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"x"}]}'))
-                return Opened(200, {"content-type": found[0], "docker-content-digest": sha(found[1])},
-                              io.BytesIO(found[1] if method == "GET" else b""))
-            assert isinstance(data, bytes)
-            self.manifests[(host, repo, ref)] = (headers["Content-Type"], data)
-            self.manifests[(host, repo, sha(data))] = (headers["Content-Type"], data)
-            return Opened(201, {"docker-content-digest": sha(data)}, None)
-        if path.endswith("/blobs/uploads/"):
-            repo = path.removesuffix("/blobs/uploads/")
-            if "mount" in query and (host, query["from"], query["mount"]) in self.blobs:
-                self.blobs[(host, repo, query["mount"])] = self.blobs[(host, query["from"], query["mount"])]
-                return Opened(201, {}, None)
-            return Opened(202, {"location": f"/v2/{repo}/blobs/uploads/u1?_state=s"}, None)
-        if "/blobs/uploads/" in path:
-            repo = path.split("/blobs/uploads/")[0]
-            body = data if isinstance(data, bytes) or data is None else data.read()
-            assert isinstance(body, bytes) and sha(body) == query["digest"]
-            assert int(headers["Content-Length"]) == len(body)
-            self.blobs[(host, repo, query["digest"])] = body
-            return Opened(201, {}, None)
-        repo, digest = path.split("/blobs/")
-        blob = self.blobs.get((host, repo, digest))
-        if blob is None:
-            return Opened(404, {}, io.BytesIO(b""))
-        return Opened(200, {"content-length": str(len(blob))}, io.BytesIO(blob if method == "GET" else b""))
-
-    def image(self, host: str, repo: str) -> str:
-        """Push an index with one image (config + two layers) and an attestation manifest; the index digest."""
-        children = []
-        for name in ("image", "attestation"):
-            config, layer1, layer2 = f"{name}-config".encode(), f"{name}-l1".encode(), b"shared-layer"
-            for blob in (config, layer1, layer2):
-                self.blobs[(host, repo, sha(blob))] = blob
-            manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                                   "config": {"digest": sha(config), "size": len(config)},
-                                   "layers": [{"digest": sha(layer1), "size": len(layer1)},
-                                              {"digest": sha(layer2), "size": len(layer2)},
-                                              {"digest": sha(b"foreign"), "size": 7, "urls": ["https://x"]}]}).encode()
-            self.manifests[(host, repo, sha(manifest))] = ("application/vnd.oci.image.manifest.v1+json", manifest)
-            children.append({"digest": sha(manifest), "size": len(manifest)})
-        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                            "manifests": children}).encode()
-        self.manifests[(host, repo, sha(index))] = ("application/vnd.oci.image.index.v1+json", index)
-        return sha(index)
 
 
 def test_copy_between_registries_sends_every_blob_and_keeps_the_digest() -> None:
