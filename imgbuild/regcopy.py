@@ -23,10 +23,15 @@ import urllib.parse
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import IO, Callable, Iterable, Iterator, TypeVar
 
 from imgbuild.connections import Connections, Opened, Send
 from imgbuild.registry import MANIFEST_TYPES, Reference, RegistryError, _is_local, _stored_auth
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
 
 def is_manifest(blob_dir: Path, digest: str) -> bool:
     """Whether ``blob_dir`` holds ``digest`` as an image manifest or index (and not, say, a config blob:
@@ -117,16 +122,28 @@ class CopyStats:
     tags_put: list[str] = field(default_factory=list)
     confirmed: list[str] = field(default_factory=list)  # tags put whose answer named the manifest's digest
 
+    def add(self, other: CopyStats) -> None:
+        self.blobs_sent += other.blobs_sent
+        self.bytes_sent += other.bytes_sent
+        self.blobs_mounted += other.blobs_mounted
+        self.blobs_present += other.blobs_present
+        self.manifests_put += other.manifests_put
+        self.tags_put += other.tags_put
+        self.confirmed += other.confirmed
+
 
 class Copier:
     """Registry v2 writes: tag a manifest, copy an image between repositories. Raises :class:`RegistryError`."""
 
     def __init__(self, *, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 60.0,
-                 send: Send | None = None) -> None:
+                 send: Send | None = None, workers: int = 16) -> None:
         self.insecure = insecure_hosts
         self._send = send or Connections(timeout).send
         self._auth: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value
         self._stored: dict[str, str | None] = {}  # host -> the docker CLI's credentials, read once
+        self.workers = workers  # blobs and manifests of one image sent at once
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     # -- the operations -----------------------------------------------------------------------------------
 
@@ -155,40 +172,58 @@ class Copier:
         ``mounts`` maps (host, blob digest) to a repository on that host known to hold the blob (filled in
         as this pusher goes), so layers shared between images are mounted, not sent again, also by pushes
         running at the same time (see :class:`BlobMounts`).
+
+        Round trips are what a push to a distant registry waits for, so: every blob of every manifest
+        (an index's image and attestation manifests alike) goes at once, then the manifests, deepest first,
+        each level at once; the index's child manifests are not asked for one by one (each of their blobs
+        is, and putting a manifest the registry already holds changes nothing); and with tags, the top
+        manifest is put by its tags only, which stores it by digest too.
         """
+        mounts = mounts if mounts is not None else BlobMounts()
         stats = CopyStats()
-        self._push_manifest_from(blob_dir, dst, digest, stats, mounts if mounts is not None else BlobMounts())
         manifest = _local_manifest(blob_dir, digest)
+        levels: list[list[Manifest]] = []
+        if not self._exists(dst, f"manifests/{digest}"):
+            levels = _manifest_levels(blob_dir, manifest, dst)
+            blobs = dict(blob for level in levels for m in level for blob in _references(m, dst)[1])
+            for part in self._at_once(lambda b: self._push_blob_from(blob_dir, dst, b[0], b[1], mounts), blobs.items()):
+                stats.add(part)
+            for level in reversed(levels[1:]):
+                list(self._at_once(lambda m: self._put_manifest(dst, m.digest, m), level))
+                stats.manifests_put += len(level)
+            if not tags:
+                self._put_manifest(dst, digest, manifest)
+                stats.manifests_put += 1
         for tag in tags:
             if self._put_manifest(dst, tag, manifest):
                 stats.confirmed.append(str(dst.tagged(tag)))
             stats.tags_put.append(str(dst.tagged(tag)))
+        if tags and levels:
+            stats.manifests_put += 1  # the top manifest, put by its tags
         return stats
 
-    def _push_manifest_from(self, blob_dir: Path, dst: Repository, digest: str, stats: CopyStats,
-                            mounts: BlobMounts, *, check: bool = True) -> None:
-        if check and self._exists(dst, f"manifests/{digest}"):
-            return
-        manifest = _local_manifest(blob_dir, digest)
-        children, blobs = _references(manifest, dst)
-        for child in children:
-            # An index's children are not asked for one by one: each of their blobs is (HEAD or mount),
-            # and putting a manifest the registry already holds changes nothing.
-            self._push_manifest_from(blob_dir, dst, child, stats, mounts, check=False)
-        for blob, size in blobs:
-            self._push_blob_from(blob_dir, dst, blob, size, stats, mounts)
-        self._put_manifest(dst, digest, manifest)
-        stats.manifests_put += 1
+    def _at_once(self, fn: Callable[[_T], _R], items: Iterable[_T]) -> list[_R]:
+        """``fn`` over ``items`` on the copier's threads (the first error is raised once all have ended)."""
+        items = list(items)
+        if len(items) < 2:
+            return [fn(item) for item in items]
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="imgbuild-blobs")
+        futures = [self._pool.submit(fn, item) for item in items]
+        wait(futures)
+        return [f.result() for f in futures]
 
-    def _push_blob_from(self, blob_dir: Path, dst: Repository, digest: str, size: int, stats: CopyStats,
-                        mounts: BlobMounts) -> None:
+    def _push_blob_from(self, blob_dir: Path, dst: Repository, digest: str, size: int, mounts: BlobMounts) -> CopyStats:
         key = (dst.host, digest)
+        stats = CopyStats()
         source = mounts.claim(key)
         try:
             self._push_blob(blob_dir, dst, digest, size, stats, mounts, source)
         finally:
             if source is None:
                 mounts.release(key)
+        return stats
 
     def _push_blob(self, blob_dir: Path, dst: Repository, digest: str, size: int, stats: CopyStats,
                    mounts: BlobMounts, source: str | None) -> None:
@@ -409,6 +444,20 @@ def _references(manifest: Manifest, repo: Repository) -> tuple[list[str], list[t
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise RegistryError(f"{repo.by_digest(manifest.digest)}: not a manifest imgbuild can copy ({exc!r})") from None
     return children, blobs
+
+
+def _manifest_levels(blob_dir: Path, top: Manifest, repo: Repository) -> list[list[Manifest]]:
+    """``top``, then its child manifests, then theirs...: one list per depth, each manifest once."""
+    levels, seen = [[top]], {top.digest}
+    while True:
+        children = []
+        for digest in (c for m in levels[-1] for c in _references(m, repo)[0]):
+            if digest not in seen:
+                seen.add(digest)
+                children.append(_local_manifest(blob_dir, digest))
+        if not children:
+            return levels
+        levels.append(children)
 
 
 def _local_manifest(blob_dir: Path, digest: str) -> Manifest:
