@@ -1,11 +1,11 @@
 """Benchmark: pushing 20 images that share their base layers, imgbuild versus `docker push` one by one.
 
-Run: python bench/bench_push.py [--runs 3] [--images 20] [-j 8] [--rtt-ms 0,20]
+Run: python bench/bench_push.py [--runs 3] [--images 20] [--rtt-ms 0,20]
 
 A generated workspace holds a base image and ``--images`` apps built on it (each adds a small layer),
 all built once with imgbuild. Then, per run, into fresh repositories of the local registry
 (localhost:5000, from scripts/dev-services): ``docker push`` of every image, one after another (tagged
-first, not timed), versus ``imgbuild build //... --push -j J`` (the targets are cached, so this is the
+first, not timed), versus ``imgbuild build //... --push`` (the targets are cached, so this is the
 push plus imgbuild's no-op overhead). Both send the same images (an index, the image and its
 attestation manifest, as buildx makes them); the shared base layers travel once either way. Prints
 each run, the medians and the ratio (goal: imgbuild at least 3x faster).
@@ -39,9 +39,9 @@ def sh(*argv: str, cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def write(root: Path, prefix: str, n: int, registry_path: str, jobs: int, registry: str = "localhost:5000") -> None:
+def write(root: Path, prefix: str, n: int, registry_path: str, registry: str = "localhost:5000") -> None:
     (root / "imgbuild.yaml").write_text(
-        f"version: 1\nconcurrency: {jobs}\n"
+        f"version: 1\nconcurrency: 8\n"
         f"defaults: {{registry: bench, tags: [v1], push: true}}\n"
         f"registries:\n  bench: {{url: '{registry}/{registry_path}', insecure: true}}\n")
     (root / "base").mkdir(exist_ok=True)
@@ -58,7 +58,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--images", type=int, default=20)
-    ap.add_argument("-j", type=int, default=8)
     ap.add_argument("--rtt-ms", default="0,20", help="comma-separated round-trip times to the registry")
     args = ap.parse_args()
     prefix = f"imgbench-{secrets.token_hex(3)}"
@@ -66,7 +65,7 @@ def main() -> None:
     names = [f"{prefix}-a{i:02d}" for i in range(args.images)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write(root, prefix, args.images, f"{prefix}/warm", args.j)
+        write(root, prefix, args.images, f"{prefix}/warm")
         sh(*imgbuild, cwd=root)  # build once; the timed runs only push
         try:
             for rtt_ms in (float(x) for x in args.rtt_ms.split(",")):
@@ -93,15 +92,15 @@ def scenario(root: Path, prefix: str, names: list[str], imgbuild: list[str], arg
             sh("docker", "push", ref)
         dp.append(time.perf_counter() - t0)
 
-        write(root, prefix, args.images, f"{prefix}/ib{tag}", args.j, registry)
+        write(root, prefix, args.images, f"{prefix}/ib{tag}", registry)
         t0 = time.perf_counter()
-        sh(*imgbuild, "--push", "-j", str(args.j), cwd=root)
+        sh(*imgbuild, "--push", cwd=root)
         ib.append(time.perf_counter() - t0)
     m_dp, m_ib = statistics.median(dp), statistics.median(ib)
     where = "loopback, no added latency" if not rtt_ms else f"{rtt_ms:g} ms round trip to the registry"
     print(f"push {args.images} images sharing a base layer (~3 MB base, ~200 kB each), fresh repositories, {where}")
     print(f"  docker push, one by one       median {m_dp:.2f} s   runs {' '.join(f'{t:.2f}' for t in dp)}")
-    print(f"  imgbuild build --push -j {args.j:<3}  median {m_ib:.2f} s   runs {' '.join(f'{t:.2f}' for t in ib)}")
+    print(f"  imgbuild build --push         median {m_ib:.2f} s   runs {' '.join(f'{t:.2f}' for t in ib)}")
     print(f"  docker push / imgbuild = {m_dp / m_ib:.1f}x  (goal >= 3x)", flush=True)
 
 

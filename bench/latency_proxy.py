@@ -24,6 +24,7 @@ class LatencyProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
 
     def __enter__(self) -> int:
         self._thread.start()
@@ -42,26 +43,31 @@ class LatencyProxy:
         return int(self._server.sockets[0].getsockname()[1])
 
     async def _stop(self) -> None:
+        """Stop listening and drop every connection (a client such as dockerd keeps idle ones open)."""
         if self._server is not None:
             self._server.close()
-        for task in asyncio.all_tasks():
-            if task is not asyncio.current_task():
-                task.cancel()
+        for writer in list(self._writers):
+            writer.close()
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if handlers:
+            await asyncio.wait(handlers, timeout=5)
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(self.rtt)  # the handshake with a distant server
+        self._writers.add(client_w)
         try:
+            await asyncio.sleep(self.rtt)  # the handshake with a distant server
             up_r, up_w = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            client_w.close()
-            return
-        try:
-            await asyncio.gather(self._pipe(client_r, up_w), self._pipe(up_r, client_w))
-        except (OSError, asyncio.CancelledError):
-            pass
+            self._writers.add(up_w)
+            try:
+                await asyncio.gather(self._pipe(client_r, up_w), self._pipe(up_r, client_w))
+            finally:
+                up_w.close()
+                self._writers.discard(up_w)
+        except (OSError, asyncio.IncompleteReadError):
+            pass  # either side went away: so does the other
         finally:
-            for w in (client_w, up_w):
-                w.close()
+            client_w.close()
+            self._writers.discard(client_w)
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Copy ``reader`` to ``writer``, each chunk delivered half a round trip after it arrived."""

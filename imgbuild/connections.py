@@ -22,7 +22,7 @@ class RegistryError(Exception):
 
 
 _Key = tuple[str, str]  # (scheme, host[:port])
-_MAX_IDLE = 16  # per scheme and host: as many as a push runs threads, and some
+_MAX_IDLE = 32  # per scheme and host: as many as a push keeps busy (images at once, their blobs)
 _DRAIN = 1 << 20  # an unread rest of a response up to this size is read to keep the connection
 _BLOCK = 1 << 20  # request bodies are sent in blocks of this size (http.client's default: 8 KiB)
 

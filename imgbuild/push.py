@@ -17,6 +17,10 @@ from imgbuild.model import Target, Workspace
 from imgbuild.regcopy import BlobMounts, Copier, Repository, is_manifest
 from imgbuild.registry import Reference, RegistryClient, RegistryError
 
+# Images pushed at once (not -j, which counts builds): a push waits on round trips to the registry, not on
+# this machine, and each image's blobs go at once on the copier's own threads.
+PUSH_PARALLELISM = 16
+
 # Registry or network trouble worth another try; anything else (denied, unknown, invalid) is final.
 _TRANSIENT = re.compile(
     r"(connection (reset|refused)|broken pipe|EOF|timeout|timed out|TLS handshake|i/o timeout|"
@@ -141,7 +145,7 @@ class Pusher:
         assert self.copier is not None
         return self.copier.push_blobs(blob_dir, repo, digest, tags, self.mounts).confirmed
 
-    def push_all(self, plans: list[PushPlan], parallelism: int) -> list[PushResult]:
+    def push_all(self, plans: list[PushPlan], parallelism: int = PUSH_PARALLELISM) -> list[PushResult]:
         with ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool:
             return list(pool.map(self.push, plans))
 

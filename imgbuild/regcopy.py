@@ -136,7 +136,7 @@ class Copier:
     """Registry v2 writes: tag a manifest, copy an image between repositories. Raises :class:`RegistryError`."""
 
     def __init__(self, *, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 60.0,
-                 send: Send | None = None, workers: int = 16) -> None:
+                 send: Send | None = None, workers: int = 32) -> None:
         self.insecure = insecure_hosts
         self._send = send or Connections(timeout).send
         self._auth: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value

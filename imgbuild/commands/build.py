@@ -163,7 +163,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
                              after_build=_only(pushing, push_now) if args.push_as_ready and pusher else None,
                              layers=layers, now=now)
             if pusher is not None and not args.push_as_ready and result.ok:
-                _push_after(result, graph, pusher, pushing, pushes, parallelism, cache)
+                _push_after(result, graph, pusher, pushing, pushes, cache)
             elif pusher is not None and not args.push_as_ready:
                 progress.warn("not pushing anything: a target did not build (the registries are untouched)")
     finally:
@@ -314,7 +314,7 @@ def _only(labels: set[str], hook: Callable[[Target, Built], None]) -> Callable[[
 
 
 def _push_after(result: RunResult, graph: TargetGraph, pusher: Pusher, labels: set[str],
-                pushes: dict[str, tuple[tuple[str, ...], str | None]], parallelism: int, cache: TargetCache) -> None:
+                pushes: dict[str, tuple[tuple[str, ...], str | None]], cache: TargetCache) -> None:
     """Default --push: every target built, then check every immutable tag, then push all in parallel."""
     ws = graph.workspace
 
@@ -330,7 +330,7 @@ def _push_after(result: RunResult, graph: TargetGraph, pusher: Pusher, labels: s
         for p in plans:
             pushes[p.label] = ((), "refused before pushing anything: " + "; ".join(conflicts))
         return
-    for res in pusher.push_all(plans, parallelism):
+    for res in pusher.push_all(plans):
         pushes[res.label] = (res.pushed, res.error)
 
 
