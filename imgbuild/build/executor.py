@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from imgbuild import proc
+from imgbuild import engine_api, proc
 from imgbuild.build.request import BuildRequest
+from imgbuild.engine_api import EngineAPIError
 from imgbuild.errors import EngineUnavailable
 
 LOG_TAIL_LINES = 25
@@ -62,6 +63,8 @@ class BuildxExecutor:
     def __init__(self, docker: str = "docker", env: dict[str, str] | None = None) -> None:
         self.docker = docker
         self.env = env
+        # The engine's own API for what is asked after every build (the image's id): no process each.
+        self.api = engine_api.connect(env) if docker == "docker" else None
 
     def _client(self) -> Any:
         from python_on_whales import DockerClient  # slow import, only needed when talking to the engine
@@ -70,29 +73,37 @@ class BuildxExecutor:
 
     def check(self) -> EngineInfo:
         """Fail with exit status 3 and what to do when no engine or no buildx is reachable."""
-        from python_on_whales.exceptions import DockerException
-
-        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-        # Both questions at once: each is a docker CLI process (~50-250 ms on a busy machine).
+        # Both questions at once: each is a docker CLI process (~50-250 ms on a busy machine), except the
+        # engine's own, over its socket when that is local.
         with ThreadPoolExecutor(max_workers=1) as pool:
             buildx = pool.submit(proc.run_unchecked, [self.docker, "buildx", "version"])
-            try:
-                version = self._client().version()
-            except (DockerException, FileNotFoundError) as exc:
-                raise EngineUnavailable(
-                    f"cannot reach a Docker engine at {host}: {_first_line(exc)}\n"
-                    "  hint: start one (in this repository: `eval \"$(scripts/dev-services up)\"`), "
-                    "or point DOCKER_HOST at a running engine"
-                ) from None
+            version = self._engine_version()
             code, out, err = buildx.result()
         if code != 0:
             raise EngineUnavailable(
                 f"docker buildx is not available: {(err or out).strip()[:300]}\n"
                 "  hint: install the buildx plugin (https://github.com/docker/buildx#installing)"
             )
-        bx = out.strip()
-        server = getattr(getattr(version, "server", None), "version", None) or "?"
-        return EngineInfo(server_version=str(server), buildx_version=bx)
+        return EngineInfo(server_version=version, buildx_version=out.strip())
+
+    def _engine_version(self) -> str:
+        if self.api is not None:
+            try:
+                return self.api.version()
+            except EngineAPIError:
+                pass  # the CLI says why
+        from python_on_whales.exceptions import DockerException
+
+        try:
+            version = self._client().version()
+        except (DockerException, FileNotFoundError) as exc:
+            host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+            raise EngineUnavailable(
+                f"cannot reach a Docker engine at {host}: {_first_line(exc)}\n"
+                "  hint: start one (in this repository: `eval \"$(scripts/dev-services up)\"`), "
+                "or point DOCKER_HOST at a running engine"
+            ) from None
+        return str(getattr(getattr(version, "server", None), "version", None) or "?")
 
     def build(self, request: BuildRequest, *, log: Callable[[str], None],
               stop: threading.Event | None) -> BuildOutput:
@@ -134,6 +145,13 @@ class BuildxExecutor:
         ref = request.tags[0] if request.tags else digest
         if not ref:
             raise BuildError("the engine reported no image (was --load dropped?)")
+        if self.api is not None:
+            try:
+                found = self.api.image_id(ref)
+                if found is not None:
+                    return found
+            except EngineAPIError:
+                pass  # the CLI says why
         image = self._client().image.inspect(ref)
         return str(image.id)
 

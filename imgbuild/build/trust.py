@@ -17,7 +17,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from imgbuild import engine_events
+from imgbuild import engine_api, engine_events
 from imgbuild.build.images import Images
 
 TRUST_FILE = Path(".imgbuild") / "engine-trust.json"
@@ -29,7 +29,7 @@ class TrustingImages(Images):
     """:class:`Images` that answers :meth:`inspect_many` for trusted images without asking the engine."""
 
     def __init__(self, path: Path, environ: dict[str, str], docker: str = "docker") -> None:
-        super().__init__(docker)
+        super().__init__(docker, api=engine_api.connect(environ) if docker == "docker" else None)
         self.path = path
         self.socket = engine_events.socket_path(environ)
         self.anchor: engine_events.Event | None = None

@@ -1,0 +1,41 @@
+"""The engine API client on the real engine: it sees and changes what the docker CLI sees."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from imgbuild.build.images import Images
+from imgbuild.engine_api import connect
+from tests.integration.conftest import docker
+
+pytestmark = pytest.mark.usefixtures("engine")
+
+
+def test_tag_untag_inspect_and_history_agree_with_the_cli(tmp_path: Path, prefix: str) -> None:
+    api = connect()
+    assert api is not None, "the dev services' engine listens on a local unix socket"
+    (tmp_path / "Dockerfile").write_text("FROM busybox:1.36\nRUN head -c 5000 /dev/urandom > /blob\n")
+    subprocess.run(["docker", "buildx", "build", "--load", "-t", f"{prefix}-api:v1", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    cli_id = docker("image", "inspect", "--format", "{{.Id}}", f"{prefix}-api:v1").strip()
+    assert api.image_id(f"{prefix}-api:v1") == cli_id
+    assert api.image_id(f"{prefix}-api:nothing") is None
+
+    images = Images(api=api)
+    images.tag(cli_id, f"localhost:5000/{prefix}/api:exact")
+    tags = json.loads(docker("image", "inspect", "--format", "{{json .RepoTags}}", cli_id))
+    assert f"localhost:5000/{prefix}/api:exact" in tags
+    images.untag(f"localhost:5000/{prefix}/api:exact")
+    tags = json.loads(docker("image", "inspect", "--format", "{{json .RepoTags}}", cli_id))
+    assert f"localhost:5000/{prefix}/api:exact" not in tags and f"{prefix}-api:v1" in tags  # the image stays
+
+    steps = images.history(cli_id)
+    cli_steps = [json.loads(line) for line in docker("image", "history", "--no-trunc", "--human=false",
+                                                      "--format", "{{json .}}", cli_id).splitlines()]
+    assert [s["CreatedBy"] for s in steps] == [s["CreatedBy"] for s in cli_steps]
+    assert [int(s["Size"]) for s in steps] == [int(s["Size"]) for s in cli_steps]
+    assert any("head -c 5000" in s["CreatedBy"] for s in steps)
