@@ -1,7 +1,7 @@
 """The Docker engine's HTTP API over its local unix socket, for the small questions asked after every build.
 
 After each build imgbuild asks the engine for the image's id, adds the tag dependants use, removes the
-run's claim tag, and (for the history) reads the layers. Through the docker CLI each is a process: ~30 ms
+run's claim tag, exports the image for the target cache, and (for the history) reads the layers. Through the docker CLI each is a process: ~30 ms
 on an idle machine, several times that while other builds run, and on the way from one target to the
 next. Over the socket each is one request of a few milliseconds.
 
@@ -16,7 +16,9 @@ import http.client
 import json
 import os
 import socket
+import tarfile
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from imgbuild.engine_events import socket_path
@@ -79,6 +81,21 @@ class EngineAPI:
         if not isinstance(steps, list):
             raise EngineAPIError(f"history of {ref}: not a list")
         return steps
+
+    def save(self, ref: str, dest: Path) -> None:
+        """The image ``ref`` as ``docker save`` writes it, unpacked into ``dest`` as it streams in."""
+        conn = _UnixConnection(self.sock, self.timeout)
+        try:
+            conn.request("GET", f"/images/get?{urllib.parse.urlencode({'names': ref})}", headers={"Host": "docker"})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise EngineAPIError(f"save {ref}: HTTP {resp.status}: {_message(resp.read())}")
+            with tarfile.open(fileobj=resp, mode="r|") as tf:
+                tf.extractall(dest, filter="data")
+        except (OSError, http.client.HTTPException, tarfile.TarError) as exc:
+            raise EngineAPIError(f"save {ref}: {exc or type(exc).__name__}") from None
+        finally:
+            conn.close()
 
     def _call(self, method: str, path: str) -> tuple[int, bytes]:
         conn = _UnixConnection(self.sock, self.timeout)

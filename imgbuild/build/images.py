@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -123,12 +124,18 @@ class Images:
 
     def save(self, ref: str, workdir: Path) -> SavedImage:
         """``docker save`` ``ref`` into ``workdir`` as an OCI layout."""
-        tar_path = workdir / "image.tar"
-        proc.run([self.docker, "image", "save", "-o", str(tar_path), ref], timeout=600)
         layout = workdir / "layout"
-        with tarfile.open(tar_path) as tf:
-            tf.extractall(layout, filter="data")
-        tar_path.unlink()
+        try:
+            if self.api is None:
+                raise EngineAPIError("no local engine socket")
+            self.api.save(ref, layout)  # streamed and unpacked at once: no process, no tar file
+        except EngineAPIError:
+            shutil.rmtree(layout, ignore_errors=True)
+            tar_path = workdir / "image.tar"
+            proc.run([self.docker, "image", "save", "-o", str(tar_path), ref], timeout=600)
+            with tarfile.open(tar_path) as tf:
+                tf.extractall(layout, filter="data")
+            tar_path.unlink()
         index = json.loads((layout / "index.json").read_text())
         for m in index.get("manifests", []):
             # The name is ours to give at load time; the rest of the layout is content-addressed.

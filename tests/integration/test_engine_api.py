@@ -39,3 +39,21 @@ def test_tag_untag_inspect_and_history_agree_with_the_cli(tmp_path: Path, prefix
     assert [s["CreatedBy"] for s in steps] == [s["CreatedBy"] for s in cli_steps]
     assert [int(s["Size"]) for s in steps] == [int(s["Size"]) for s in cli_steps]
     assert any("head -c 5000" in s["CreatedBy"] for s in steps)
+
+
+def test_save_over_the_socket_gives_the_layout_docker_save_gives(tmp_path: Path, prefix: str) -> None:
+    (tmp_path / "Dockerfile").write_text("FROM busybox:1.36\nRUN head -c 7000 /dev/urandom > /blob\n")
+    subprocess.run(["docker", "buildx", "build", "--load", "-t", f"{prefix}-web:v1", str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    over_socket = Images()
+    assert over_socket.api is not None
+    by_cli = Images()
+    by_cli.api = None
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    saved = over_socket.save(f"{prefix}-web:v1", tmp_path / "a")
+    expected = by_cli.save(f"{prefix}-web:v1", tmp_path / "b")
+    assert saved.index_json == expected.index_json
+    assert saved.blobs == expected.blobs and len(saved.blobs) >= 4  # index or manifest, config, layers
+    for digest, _, _ in saved.blobs:
+        assert (saved.blob_dir / digest[7:]).read_bytes() == (expected.blob_dir / digest[7:]).read_bytes()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import socketserver
+import tarfile
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
@@ -54,6 +57,17 @@ class Handler(BaseHTTPRequestHandler):
         path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
         if path == "/version":
             return self._send(200, {"Version": "26.1.5"})
+        if path == "/images/get":
+            name = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))["names"]
+            if self._image(name) is None:
+                return self._send(404, {"message": f"No such image: {name}"})
+            body = _layout_tar()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-tar")
+            self.end_headers()  # no length: the engine streams, the end of the answer is the end of the tar
+            self.wfile.write(body)
+            self.close_connection = True
+            return None
         name, _, what = path.removeprefix("/images/").rpartition("/")
         image = self._image(name)
         if image is None:
@@ -82,6 +96,22 @@ class Handler(BaseHTTPRequestHandler):
         if self.server.names.pop(name, None) is None:
             return self._send(404, {"message": f"No such image: {name}"})
         self._send(200, [{"Untagged": name}])
+
+
+LAYER = b"layer bytes" * 100
+
+
+def _layout_tar() -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tf:
+        for name, data in (("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'),
+                           ("index.json", json.dumps({"manifests": [{"digest": IMAGE,
+                                                      "annotations": {"io.containerd.image.name": "app:v1"}}]}).encode()),
+                           (f"blobs/sha256/{hashlib.sha256(LAYER).hexdigest()}", LAYER)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return out.getvalue()
 
 
 @pytest.fixture
@@ -116,6 +146,15 @@ def test_images_use_the_socket_and_no_process(engine: FakeEngine) -> None:
     images.untag("app:v1")
     assert engine.names == {"app:latest": IMAGE}
     assert images.history("app:latest")[0]["CreatedBy"] == "RUN make"
+
+
+def test_save_streams_the_layout_into_a_directory(engine: FakeEngine, tmp_path: Path) -> None:
+    saved = Images(api=EngineAPI(engine.server_address)).save("app:v1", tmp_path)  # type: ignore[arg-type]
+    assert saved.blobs == ((f"sha256:{hashlib.sha256(LAYER).hexdigest()}", len(LAYER), ""),)
+    assert (saved.blob_dir / hashlib.sha256(LAYER).hexdigest()).read_bytes() == LAYER
+    assert json.loads(saved.index_json) == {"manifests": [{"digest": IMAGE}]}  # the name is ours to give
+    with pytest.raises(EngineAPIError, match="No such image"):
+        EngineAPI(engine.server_address).save("missing:v1", tmp_path / "x")  # type: ignore[arg-type]
 
 
 def test_connect_only_to_a_local_socket_that_exists(engine: FakeEngine, tmp_path: Path) -> None:
