@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import socketserver
 import textwrap
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import pytest
 
@@ -59,3 +61,18 @@ def at_once(work: Callable[[int], T], n: int) -> list[T]:
     if errors:
         raise errors[0]
     return [results[i] for i in range(n)]
+
+
+S = TypeVar("S", bound=socketserver.BaseServer)
+
+
+@contextmanager
+def serving(server: S) -> Iterator[S]:
+    """``server`` answering on a thread of this process for the length of the block (fakes of HTTP peers)."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

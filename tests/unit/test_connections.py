@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import io
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterator
 
 import pytest
 
 from imgbuild.connections import Connections, RegistryError
+from tests.conftest import serving
 
 
 class Server(ThreadingHTTPServer):
@@ -61,12 +61,8 @@ class Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[Server]:
-    srv = Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(Server()) as srv:
+        yield srv
 
 
 def test_requests_share_one_kept_alive_connection(server: Server) -> None:

@@ -7,7 +7,6 @@ import io
 import json
 import socketserver
 import tarfile
-import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from imgbuild.build.images import Images
 from imgbuild.engine_api import EngineAPI, EngineAPIError, connect, split_ref
+from tests.conftest import serving
 
 IMAGE = "sha256:" + "a" * 64
 
@@ -116,12 +116,8 @@ def _layout_tar() -> bytes:
 
 @pytest.fixture
 def engine(tmp_path: Path) -> Iterator[FakeEngine]:
-    srv = FakeEngine(str(tmp_path / "docker.sock"))
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+    with serving(FakeEngine(str(tmp_path / "docker.sock"))) as srv:
+        yield srv
 
 
 def test_tag_inspect_untag_and_history_over_the_socket(engine: FakeEngine) -> None:
