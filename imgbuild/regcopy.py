@@ -20,10 +20,10 @@ import json
 import re
 import threading
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor, wait
 from typing import IO, Callable, Iterable, Iterator, TypeVar
 
 from imgbuild.connections import Connections, Opened, Send
@@ -189,7 +189,7 @@ class Copier:
             for part in self._at_once(lambda b: self._push_blob_from(blob_dir, dst, b[0], b[1], mounts), blobs.items()):
                 stats.add(part)
             for level in reversed(levels[1:]):
-                list(self._at_once(lambda m: self._put_manifest(dst, m.digest, m), level))
+                self._at_once(lambda m: self._put_manifest(dst, m.digest, m), level)
                 stats.manifests_put += len(level)
             if not tags:
                 self._put_manifest(dst, digest, manifest)

@@ -125,12 +125,14 @@ class Images:
     def save(self, ref: str, workdir: Path) -> SavedImage:
         """``docker save`` ``ref`` into ``workdir`` as an OCI layout."""
         layout = workdir / "layout"
-        try:
-            if self.api is None:
-                raise EngineAPIError("no local engine socket")
-            self.api.save(ref, layout)  # streamed and unpacked at once: no process, no tar file
-        except EngineAPIError:
-            shutil.rmtree(layout, ignore_errors=True)
+        saved = False
+        if self.api is not None:
+            try:
+                self.api.save(ref, layout)  # streamed and unpacked at once: no process, no tar file
+                saved = True
+            except EngineAPIError:
+                shutil.rmtree(layout, ignore_errors=True)  # the CLI says why
+        if not saved:
             tar_path = workdir / "image.tar"
             proc.run([self.docker, "image", "save", "-o", str(tar_path), ref], timeout=600)
             with tarfile.open(tar_path) as tf:
