@@ -278,8 +278,7 @@ def _record_history(result: RunResult, ws: Workspace, *, git: gitinfo.GitInfo, e
     layers = {t.label: f for t, f in zip(built, facts) if f is not None}
     history = open_history(ws, warn)
     records = records_for(result, ws, git=git, ci=detect(environ), builder=builder, layers=layers)
-    for record in records:
-        history.append(record)
+    history.append_all(records)
     history.flush()
     return records
 

@@ -20,7 +20,7 @@ import sqlite3
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 from imgbuild.history.record import HistoryRecord
 from imgbuild.history.store import AmbiguousId, CorruptRecord, HistoryUnavailable, Query, id_prefix
@@ -65,11 +65,15 @@ class SqliteHistory:
     # -- the interface ------------------------------------------------------------------------------------
 
     def append(self, record: HistoryRecord) -> None:
-        with self._connect("writing a record") as db, db:
-            db.execute("INSERT OR IGNORE INTO records (id, time, label, git_commit, kind, record) "
-                       "VALUES (?, ?, ?, ?, ?, ?)",
-                       (record.id, record.time, record.label, record.git_commit, record.kind,
-                        record.to_bytes().decode()))
+        self.append_all([record])
+
+    def append_all(self, records: Sequence[HistoryRecord]) -> None:
+        """One transaction (one fsync) for all of them."""
+        what = "a record" if len(records) == 1 else f"{len(records)} records"
+        with self._connect(f"writing {what}") as db, db:
+            db.executemany("INSERT OR IGNORE INTO records (id, time, label, git_commit, kind, record) "
+                           "VALUES (?, ?, ?, ?, ?, ?)",
+                           [(r.id, r.time, r.label, r.git_commit, r.kind, r.to_bytes().decode()) for r in records])
 
     def get(self, id_or_prefix: str) -> HistoryRecord | None:
         hexpart = id_prefix(id_or_prefix)

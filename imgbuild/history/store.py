@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Callable, Protocol, Sequence
 
 from imgbuild.cache.local import _publish as publish_file  # fsynced create-if-absent; see the final report
 from imgbuild.errors import ImgbuildError
@@ -143,6 +143,11 @@ class HistoryStore(Protocol):
         """Store ``record``; a no-op if a record with its id is there (ids are content addresses)."""
         ...
 
+    def append_all(self, records: Sequence[HistoryRecord]) -> None:
+        """:meth:`append` each of ``records``, in one go where the backend can (one transaction, parallel
+        writes); an error may leave some stored, which is harmless: appending again is a no-op."""
+        ...
+
     def get(self, id_or_prefix: str) -> HistoryRecord | None:
         """The verified record whose id is or starts with ``id_or_prefix``; None if none.
 
@@ -188,18 +193,24 @@ class GuardedHistory:
 
     def append(self, record: HistoryRecord) -> None:
         """Store ``record``, or spool it if the store fails. Raises only :class:`SpoolError`."""
+        self.append_all([record])
+
+    def append_all(self, records: Sequence[HistoryRecord]) -> None:
+        """Store ``records`` in one go (a run's records: one SQLite transaction, parallel S3 writes), or
+        spool every one of them if the store fails. Raises only :class:`SpoolError`."""
         with self._lock:
             if self._down_until is None or self._clock() >= self._down_until:
                 try:
                     self._upload_spooled()
-                    self.store.append(record)
+                    self.store.append_all(records)
                     self._down_until = None
                     return
                 except _Partial as partial:
                     self._trip(partial.cause)
                 except Exception as exc:  # any store failure spools (a bug too: the record matters more); warned
                     self._trip(exc)
-            self._spool(record)
+            for record in records:
+                self._spool(record)
 
     def flush(self) -> int:
         """Upload every spooled record (even while the store is considered down); how many were uploaded.

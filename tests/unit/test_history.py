@@ -18,7 +18,7 @@ import threading
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jsonschema
 import pytest
@@ -248,6 +248,14 @@ def test_sqlite_is_a_history_store(db: SqliteHistory) -> None:
     assert typed.name.startswith("sqlite:")
 
 
+def test_sqlite_takes_a_run_of_records_in_one_go(db: SqliteHistory) -> None:
+    records = [at(d) for d in range(1, 8)]
+    db.append_all(records[:4])
+    db.append_all(records)  # the first four again: no-ops, ids are content addresses
+    assert db.query() == newest_first(records)
+    assert db.get(records[5].id) == records[5]
+
+
 def test_sqlite_append_get_and_idempotence(db: SqliteHistory) -> None:
     record = make_record()
     assert db.get(record.id) is None
@@ -425,6 +433,10 @@ class FlakyHistory:
         self._call()
         self.records.setdefault(record.id, record)
 
+    def append_all(self, records: Sequence[HistoryRecord]) -> None:
+        for record in records:
+            self.append(record)
+
     def get(self, id_or_prefix: str) -> HistoryRecord | None:
         self._call()
         hexpart = id_or_prefix.removeprefix("sha256:")
@@ -488,6 +500,18 @@ def test_guard_spools_while_the_store_is_down_then_flushes_and_loses_nothing(tmp
     assert set(store.records) == {r.id for r in records}
     assert list(spool.iterdir()) == [] and len(warn) == 1
     assert guard.flush() == 0
+
+
+def test_guard_spools_a_whole_run_when_the_store_fails_and_uploads_it_later(tmp_path: Path) -> None:
+    store, warn = FlakyHistory(), Warnings()
+    store.down = True
+    records = [at(d) for d in range(1, 6)]
+    guard = GuardedHistory(store, tmp_path / "spool", warn)
+    guard.append_all(records)
+    assert store.records == {} and guard.spooled() == newest_first(records) and len(warn) == 1
+    store.down = False
+    assert guard.flush() == 5
+    assert set(store.records) == {r.id for r in records} and guard.spooled() == []
 
 
 def test_guard_flush_uploads_the_spool_of_an_earlier_run(tmp_path: Path) -> None:
