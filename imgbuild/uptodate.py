@@ -46,9 +46,9 @@ KEEP_JOURNALS = 32  # per workspace: the most recently written
 RACY_MARGIN_NS = 2_000_000_000
 WORKSPACE_FILE = "imgbuild.yaml"
 
-# imgbuild's own speed-ups, rewritten by every run; what they say is checked elsewhere (the stat cache
-# against the files, the engine trust against the engine's events).
-_BOOKKEEPING = ("statcache.json", "engine-trust.json")
+# imgbuild's own speed-ups, rewritten by runs; what they say is checked elsewhere (the stat cache against
+# the files, the engine trust against the engine's events, the spec memo by the specs' text).
+_BOOKKEEPING = ("statcache.json", "engine-trust.json", "spec-validated.json")
 _VOLATILE_ENV = frozenset({"_", "OLDPWD", "PWD", "SHLVL", "COLUMNS", "LINES"})
 _VALUE_FLAGS = frozenset({"-j", "--jobs", "--progress", "-w", "--workspace", "--builder"})
 _BOOL_FLAGS = frozenset({"-k", "--keep-going", "--cache-read-only", "--allow-dirty"})

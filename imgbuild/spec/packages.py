@@ -11,7 +11,7 @@ from typing import Any, Iterator
 from imgbuild.errors import ImgbuildError, LabelError, SpecError, SpecErrors
 from imgbuild.labels import Label
 from imgbuild.model import Secret, Target, Workspace, WorkspaceConfig
-from imgbuild.spec.schemas import validate
+from imgbuild.spec.schemas import MEMO_FILE, remembered, validate
 from imgbuild.tags import TemplateError
 from imgbuild.tags import check as check_template
 from imgbuild.spec.workspace import BUILD_FILE, WORKSPACE_FILE, load_config, registry_names, string_pairs, unknown_hint
@@ -38,6 +38,11 @@ def discover(root: Path) -> Iterator[str]:
 
 def load_workspace(root: Path) -> Workspace:
     """Load imgbuild.yaml and every BUILD.yaml below it; all spec problems are reported together."""
+    with remembered(root / ".imgbuild" / MEMO_FILE):
+        return _load_workspace(root)
+
+
+def _load_workspace(root: Path) -> Workspace:
     config, _ = load_config(root)
     targets: dict[Label, Target] = {}
     errors: list[SpecError] = []

@@ -6,12 +6,17 @@ path, with "did you mean" suggestions for misspelt keys and values.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
+import hashlib
 import json
+import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
+
+from imgbuild import __version__
 
 from imgbuild.errors import SpecError
 from imgbuild.yamlsource import YamlDocument
@@ -71,14 +76,73 @@ def _validator(kind: str) -> Any:
     return Draft202012Validator(_inline_refs(schema, schema))
 
 
+MEMO_FILE = "spec-validated.json"
+_MEMO_KEEP = 4096  # documents remembered per workspace (the newest)
+
+
+class _Memo:
+    """Spec documents known to pass their schema: a digest of imgbuild's version, the schema and the
+    document's text. Asked first, it spares jsonschema's import and compilation (~70 ms, most of loading
+    a small workspace) whenever no spec file changed; it only ever skips a check that passed before on
+    exactly the same text. Kept in ``.imgbuild/spec-validated.json``; deleting it is always safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.changed = False
+        try:
+            known = json.loads(path.read_text(encoding="utf-8"))
+            self.known: dict[str, None] = dict.fromkeys(known if isinstance(known, list) else [])
+        except (OSError, ValueError):
+            self.known = {}
+
+    def save(self) -> None:
+        keys = list(self.known)[-_MEMO_KEEP:]
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(keys), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # only a speed-up: the next run validates again
+
+
+_memo: _Memo | None = None
+
+
+@contextlib.contextmanager
+def remembered(path: Path) -> Iterator[None]:
+    """Within the block, :func:`validate` answers from (and adds to) the memo at ``path``."""
+    global _memo
+    _memo = _Memo(path)
+    try:
+        yield
+        if _memo.changed:
+            _memo.save()
+    finally:
+        _memo = None
+
+
+@functools.cache
+def _schema_digest(kind: str) -> str:
+    return hashlib.sha256((schema_dir() / SCHEMA_FILES[kind]).read_bytes()).hexdigest()
+
+
 def validate(doc: YamlDocument, kind: str) -> list[SpecError]:
     """All schema problems of ``doc``, most specific first, each located in the file."""
+    key = None
+    if _memo is not None:
+        key = hashlib.sha256(f"{__version__}\0{kind}\0{_schema_digest(kind)}\0{doc.text}".encode()).hexdigest()
+        if key in _memo.known:
+            return []
     errors = sorted(_validator(kind).iter_errors(doc.data), key=lambda e: (list(map(str, e.absolute_path)), e.validator))
     out: list[SpecError] = []
     for err in errors:
         out.extend(_to_spec_errors(doc, err))
     # Sort by position in the file so the report reads top to bottom.
     out.sort(key=lambda e: (e.location.line if e.location else 0, e.location.col if e.location else 0))
+    if not out and key is not None and _memo is not None:
+        _memo.known[key] = None
+        _memo.changed = True
     return out
 
 

@@ -195,3 +195,25 @@ def test_unknown_tag_placeholder(make_ws: WorkspaceFactory, files: dict[str, str
     (err,) = errors_of(exc)
     assert "unknown placeholder" in err.message and str(err.location) == where
     assert "did you mean {git." in err.message
+
+
+def test_known_good_specs_are_not_validated_again_and_a_bad_edit_is_still_caught(make_ws: WorkspaceFactory) -> None:
+    from imgbuild.spec import schemas
+
+    root = make_ws({"apps/api/BUILD.yaml": "apps:\n  api:\n    image: team/api\n",
+                    "apps/web/BUILD.yaml": "apps:\n  web:\n    image: team/web\n"})
+    load_workspace(root)
+    assert (root / ".imgbuild" / schemas.MEMO_FILE).is_file()
+    asked = schemas._validator.cache_info()
+    assert len(load_workspace(root).targets) == 2
+    assert schemas._validator.cache_info() == asked  # no schema was consulted: every text was known good
+
+    (root / "apps/web/BUILD.yaml").write_text("apps:\n  web:\n    image: team/web\n    tagz: [v1]\n")
+    with pytest.raises(ImgbuildError) as exc:
+        load_workspace(root)
+    (err,) = errors_of(exc)
+    assert str(err.location) == "apps/web/BUILD.yaml:4:5" and err.key_path == ("apps", "web", "tagz")
+
+    (root / ".imgbuild" / schemas.MEMO_FILE).write_text("{not json")  # a damaged memo is just unknown
+    (root / "apps/web/BUILD.yaml").write_text("apps:\n  web:\n    image: team/web\n")
+    assert len(load_workspace(root).targets) == 2
