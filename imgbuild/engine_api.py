@@ -56,10 +56,18 @@ class EngineAPI:
 
     def image_id(self, ref: str) -> str | None:
         """The id of the image ``ref`` (a name or an id) names; None if the engine has no such image."""
+        found = self.inspect(ref)
+        return None if found is None else str(found["Id"])
+
+    def inspect(self, ref: str) -> dict[str, Any] | None:
+        """``docker image inspect ref``: Id, RepoTags, RepoDigests...; None if the engine has no such image."""
         status, body = self._call("GET", f"/images/{_quote(ref)}/json")
         if status == 404:
             return None
-        return str(self._json(status, body, f"inspect {ref}")["Id"])
+        found = self._json(status, body, f"inspect {ref}")
+        if not isinstance(found, dict) or "Id" not in found:
+            raise EngineAPIError(f"inspect {ref}: no image id in the answer")
+        return found
 
     def tag(self, image: str, ref: str) -> None:
         repo, tag = split_ref(ref)

@@ -62,28 +62,10 @@ def plan_push(target: Target, ws: Workspace, image_id: str, local_tags: tuple[st
                     immutable=frozenset(urls), blob_dir=blob_dir)
 
 
-def immutable_conflicts(plans: list[PushPlan], client: RegistryClient) -> list[str]:
-    """Tags in immutable registries that already point at another digest (checked before any push)."""
-    problems = []
-    for plan in plans:
-        for ref in plan.refs:
-            # Per registry, not per host: two registries may share a host under different paths.
-            if not any(str(ref).startswith(url + "/") for url in plan.immutable):
-                continue
-            try:
-                current = client.tag_digest(ref)
-            except RegistryError as exc:
-                problems.append(f"{plan.label}: cannot check immutable tag {ref}: {exc}")
-                continue
-            if current is not None and current != plan.image_id:
-                problems.append(f"{plan.label}: tag {ref} already points at {current}; this build is "
-                                f"{plan.image_id} and the registry's tags are immutable")
-    return problems
-
-
 class Engine(Protocol):
     def tag(self, image_id: str, ref: str) -> None: ...
     def push(self, ref: str) -> str | None: ...  # the manifest digest the engine reports having pushed
+    def known_digests(self, image_id: str) -> frozenset[str]: ...  # its manifest digests in registries
 
 
 class Pusher:
@@ -97,16 +79,46 @@ class Pusher:
         self.backoff = backoff
         self.sleep = sleep
 
+    def immutable_conflicts(self, plans: list[PushPlan]) -> list[str]:
+        """Tags in immutable registries that already point at another image (checked before any push)."""
+        problems = []
+        for plan in plans:
+            for ref in plan.refs:
+                # Per registry, not per host: two registries may share a host under different paths.
+                if not any(str(ref).startswith(url + "/") for url in plan.immutable):
+                    continue
+                try:
+                    current = self.client.tag_digest(ref)
+                except RegistryError as exc:
+                    problems.append(f"{plan.label}: cannot check immutable tag {ref}: {exc}")
+                    continue
+                if current is not None and not self._is_image(current, plan.image_id):
+                    problems.append(f"{plan.label}: tag {ref} already points at {current}; this build is "
+                                    f"{plan.image_id} and the registry's tags are immutable")
+        return problems
+
+    def _is_image(self, digest: str, image_id: str) -> bool:
+        """Whether the manifest ``digest`` is the image ``image_id``: its id on the containerd image store;
+        on the classic store (the id is the config's digest) a digest the engine's own pushes produced."""
+        return digest == image_id or digest in self.engine.known_digests(image_id)
+
     def push(self, plan: PushPlan) -> PushResult:
         """Push every reference of ``plan`` that does not already point at the image, then verify."""
         uploaded = []
-        confirmed: set[str] = set()  # references the registry's answer to the tag's PUT already verified
+        confirmed: set[str] = set()  # verified: read just now, or named by the registry's answer to the tag's PUT
         try:
-            missing = [ref for ref in plan.refs if self._current(ref) != plan.image_id]
             # What each reference must point at afterwards: the image id, which is the manifest digest on
             # the containerd image store; on the classic store (where the id is the config digest) the
             # engine's push reports a manifest digest of its own, and that is what gets verified.
             want = {ref: plan.image_id for ref in plan.refs}
+            missing = []
+            for ref in plan.refs:
+                current = self._current(ref)
+                if current is not None and self._is_image(current, plan.image_id):
+                    want[ref] = current  # already there (just read): only the missing tags are added
+                    confirmed.add(str(ref))
+                else:
+                    missing.append(ref)
             if missing and plan.blob_dir is not None and self.copier is not None \
                     and is_manifest(plan.blob_dir, plan.image_id):
                 # Straight from the target cache's blobs, over HTTP: parallel, layers shared between
@@ -131,7 +143,7 @@ class Pusher:
             pushed = set()
             for ref in plan.refs:
                 # Nothing is recorded as pushed that the registry does not hold.
-                current = plan.image_id if str(ref) in confirmed else self._current(ref)
+                current = want[ref] if str(ref) in confirmed else self._current(ref)
                 if current != want[ref]:
                     raise RegistryError(f"{ref} points at {current or 'nothing'} after the push, "
                                         f"not {want[ref]}")

@@ -122,6 +122,30 @@ class Images:
         found = re.findall(r"digest: (sha256:[0-9a-f]{64})", out)
         return found[-1] if found else None
 
+    def known_digests(self, image_id: str) -> frozenset[str]:
+        """The manifest digests the engine says ``image_id`` has in registries (its RepoDigests: what its
+        pushes and pulls produced). On the classic image store the id is the config's digest and a push
+        makes a manifest of its own: this is how an image already in a registry is recognised there."""
+        found: object = None
+        if self.api is not None:
+            try:
+                image = self.api.inspect(image_id)
+                found = None if image is None else image.get("RepoDigests")
+            except EngineAPIError:
+                found = self._repo_digests_cli(image_id)
+        else:
+            found = self._repo_digests_cli(image_id)
+        refs = found if isinstance(found, list) else []
+        return frozenset(str(r).rpartition("@")[2] for r in refs if "@sha256:" in str(r))
+
+    def _repo_digests_cli(self, image_id: str) -> object:
+        code, out, _ = proc.run_unchecked([self.docker, "image", "inspect", "--format", "{{json .RepoDigests}}",
+                                           image_id])
+        try:
+            return json.loads(out) if code == 0 and out.strip() else None
+        except ValueError:
+            return None
+
     def save(self, ref: str, workdir: Path) -> SavedImage:
         """``docker save`` ``ref`` into ``workdir`` as an OCI layout."""
         layout = workdir / "layout"

@@ -31,7 +31,7 @@ from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, ImgbuildError, 
 from imgbuild.fileset import FilesetError
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
-from imgbuild.push import PushError, Pusher, immutable_conflicts, plan_push
+from imgbuild.push import PushError, Pusher, plan_push
 from imgbuild.regcopy import Copier
 from imgbuild.registry import RegistryClient
 from imgbuild.model import Target, Workspace
@@ -131,7 +131,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
         """--push-as-ready: push inside the target's job; a refused or failed push fails the target."""
         assert pusher is not None
         plan_ = plan_push(target, ws, built.image_id, built.tags)
-        conflicts = immutable_conflicts([plan_], pusher.client)
+        conflicts = pusher.immutable_conflicts([plan_])
         if conflicts:
             pushes[str(target.label)] = ((), "; ".join(conflicts))
             raise PushError("; ".join(conflicts))
@@ -324,7 +324,7 @@ def _push_after(result: RunResult, graph: TargetGraph, pusher: Pusher, labels: s
 
     plans = [plan_push(graph.target(Label.parse(t.label)), ws, t.image_id or "", t.tags, blob_dir=blobs(t))
              for t in result.targets if t.label in labels]
-    conflicts = immutable_conflicts(plans, pusher.client)
+    conflicts = pusher.immutable_conflicts(plans)
     if conflicts:
         for p in plans:
             pushes[p.label] = ((), "refused before pushing anything: " + "; ".join(conflicts))

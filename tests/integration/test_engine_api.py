@@ -10,7 +10,7 @@ import pytest
 
 from imgbuild.build.images import Images
 from imgbuild.engine_api import connect
-from tests.integration.conftest import docker
+from tests.integration.conftest import digest_of, docker
 
 pytestmark = pytest.mark.usefixtures("engine")
 
@@ -57,3 +57,22 @@ def test_save_over_the_socket_gives_the_layout_docker_save_gives(tmp_path: Path,
     assert saved.blobs == expected.blobs and len(saved.blobs) >= 4  # index or manifest, config, layers
     for digest, _, _ in saved.blobs:
         assert (saved.blob_dir / digest[7:]).read_bytes() == (expected.blob_dir / digest[7:]).read_bytes()
+
+
+def test_the_engine_remembers_the_digest_it_pushed_an_image_as(tmp_path: Path, prefix: str) -> None:
+    """What lets a re-push recognise its image in a registry on either image store (RepoDigests)."""
+    (tmp_path / "Dockerfile").write_text("FROM busybox:1.36\nRUN head -c 3000 /dev/urandom > /blob\n")
+    ref = f"localhost:5000/{prefix}/pushed:v1"
+    subprocess.run(["docker", "buildx", "build", "--load", "-t", ref, str(tmp_path)],
+                   check=True, capture_output=True, timeout=300)
+    image_id = docker("image", "inspect", "--format", "{{.Id}}", ref).strip()
+    by_cli = Images()
+    by_cli.api = None
+    # (the containerd store lists a digest for every name already; the classic one only after a push)
+    assert Images().known_digests(image_id) == by_cli.known_digests(image_id)
+    reported = Images().push(ref)
+    in_registry = digest_of(f"localhost:5000/{prefix}/pushed", "v1")
+    assert reported is not None and reported == in_registry
+    assert in_registry in Images().known_digests(image_id)
+    assert Images().known_digests(image_id) == by_cli.known_digests(image_id)
+    assert Images().known_digests("sha256:" + "0" * 64) == frozenset()  # no such image: nothing known

@@ -96,7 +96,7 @@ def test_github_summary_and_annotations(make_ws: WorkspaceFactory) -> None:
 
 def test_immutable_tags_are_per_registry_not_per_host(make_ws: WorkspaceFactory) -> None:
     from imgbuild.labels import Label
-    from imgbuild.push import immutable_conflicts, plan_push
+    from imgbuild.push import Pusher, plan_push
 
     root = make_ws({"imgbuild.yaml": "version: 1\nregistries:\n  prod: {url: r.io/prod, immutable_tags: true}\n"
                                      "  dev: {url: r.io/dev}\n",
@@ -111,6 +111,10 @@ def test_immutable_tags_are_per_registry_not_per_host(make_ws: WorkspaceFactory)
             self.asked.append(str(ref))
             return "sha256:" + "2" * 64
 
+    class Engine:
+        def known_digests(self, image_id: str) -> frozenset[str]:
+            return frozenset()
+
     reg = Registry()
-    problems = immutable_conflicts([plan], reg)  # type: ignore[arg-type]
+    problems = Pusher(Engine(), reg).immutable_conflicts([plan])  # type: ignore[arg-type]
     assert reg.asked == ["r.io/prod/a:v1"] and len(problems) == 1 and "r.io/prod/a:v1" in problems[0]

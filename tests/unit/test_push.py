@@ -31,14 +31,20 @@ class FakeEngine:
     def __init__(self, registry: FakeRegistry, digest: str, *, reports: bool = True) -> None:
         self.registry, self.digest, self.reports = registry, digest, reports
         self.pushed: list[str] = []
+        self.names: dict[str, str] = {}  # ref -> image id
+        self.repo_digests: dict[str, set[str]] = {}  # image id -> what `docker image inspect` lists as RepoDigests
 
     def tag(self, image_id: str, ref: str) -> None:
-        pass
+        self.names[ref] = image_id
 
     def push(self, ref: str) -> str | None:
         self.pushed.append(ref)
         self.registry.tags[ref] = self.digest
+        self.repo_digests.setdefault(self.names[ref], set()).add(self.digest)  # the engine remembers it
         return self.digest if self.reports else None
+
+    def known_digests(self, image_id: str) -> frozenset[str]:
+        return frozenset(self.repo_digests.get(image_id, ()))
 
 
 REFS = (Reference.parse("localhost:5000/team/api:v1"), Reference.parse("localhost:5000/team/api:latest"))
@@ -52,6 +58,27 @@ def test_classic_store_pushes_are_verified_and_recorded_by_the_digest_the_engine
     assert result.error is None
     assert result.pushed == (f"localhost:5000/team/api@{MANIFEST}",)  # never repo@<config digest>
     assert set(result.uploaded) == {str(r) for r in REFS}
+
+
+def test_classic_store_image_already_in_an_immutable_registry_is_recognised_not_refused() -> None:
+    """The classic store's image id is its config digest, never the registry's: an image pushed before is
+    known by the manifest digest the engine remembers for it (RepoDigests); another one is still refused."""
+    registry = FakeRegistry()
+    engine = FakeEngine(registry, MANIFEST)
+    immutable = frozenset({"localhost:5000"})
+    plan = PushPlan(label="//api:api", image_id=IMAGE_ID, refs=REFS, immutable=immutable)
+    first = Pusher(engine, registry, sleep=lambda s: None).push(plan)  # type: ignore[arg-type]
+    assert first.error is None and len(engine.pushed) == 2
+
+    again = Pusher(engine, registry, sleep=lambda s: None)  # type: ignore[arg-type]
+    assert again.immutable_conflicts([plan]) == []
+    result = again.push(plan)
+    assert result.error is None and result.uploaded == () and len(engine.pushed) == 2  # nothing pushed again
+    assert result.pushed == (f"localhost:5000/team/api@{MANIFEST}",)
+
+    other = PushPlan(label="//api:api", image_id="sha256:" + "e" * 64, refs=REFS, immutable=immutable)
+    problems = again.immutable_conflicts([other])
+    assert len(problems) == 2 and f"already points at {MANIFEST}" in problems[0]
 
 
 def test_containerd_store_pushes_are_verified_by_image_id() -> None:
