@@ -155,6 +155,8 @@ def test_a_push_from_cache_blobs_lands_whole_and_asks_the_registry_only_what_it_
     # and the tags are not asked again afterwards: the registry's answer to each PUT named the digest.
     assert sorted(heads) == sorted([f"HEAD localhost:5000/v2/team/api/manifests/{t}" for t in ("v1", "latest")]
                                    + [f"HEAD localhost:5000/v2/team/api/manifests/{digest}"])
+    # Blobs this small are sent without asking first (a round trip fewer for a new one).
+    assert not [r for r in regs.requests if r.startswith("HEAD") and "/blobs/" in r]
 
 
 def test_a_registry_that_does_not_confirm_a_tag_is_asked_again_and_caught(tmp_path: Path) -> None:
@@ -173,3 +175,26 @@ def test_a_registry_that_does_not_confirm_a_tag_is_asked_again_and_caught(tmp_pa
     result = pusher.push(PushPlan(label="//api:api", image_id=digest, refs=REFS, blob_dir=tmp_path))
     assert result.pushed == () and result.error is not None
     assert "localhost:5000/team/api:latest points at nothing after the push" in result.error
+
+
+def test_a_large_blob_the_registry_has_is_asked_about_and_not_sent_again(tmp_path: Path) -> None:
+    """Pushing a new version of an image whose base layer is in the repository already: the layer (over
+    the send-without-asking size) is found with a HEAD and never uploaded; the small blobs just go."""
+    from imgbuild.regcopy import SEND_WITHOUT_ASKING, Repository
+
+    big = b"b" * (SEND_WITHOUT_ASKING + 1)
+    config = b'{"rootfs":{"type":"layers","diff_ids":[]}}'
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"digest": sha(config), "size": len(config)},
+                           "layers": [{"digest": sha(big), "size": len(big)}]}).encode()
+    for blob in (big, config, manifest):
+        (tmp_path / sha(blob)[7:]).write_bytes(blob)
+    regs = FakeRegistries()
+    regs.blobs[("localhost:5000", "team/api", sha(big))] = big
+    stats = Copier(send=regs.send).push_blobs(tmp_path, Repository(host="localhost:5000", path="team/api"),
+                                               sha(manifest), ("v2",))
+    assert (stats.blobs_present, stats.blobs_sent) == (1, 1)
+    assert f"HEAD localhost:5000/v2/team/api/blobs/{sha(big)}" in regs.requests
+    assert len([r for r in regs.requests if r.startswith("PUT") and "/blobs/uploads/" in r]) == 1  # the config
+    assert regs.manifests[("localhost:5000", "team/api", "v2")][1] == manifest
+    assert regs.blobs[("localhost:5000", "team/api", sha(config))] == config
