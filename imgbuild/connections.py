@@ -17,6 +17,7 @@ import threading
 import urllib.parse
 from typing import IO, Callable
 
+
 class RegistryError(Exception):
     """A registry refused, failed or could not be reached (the message says which and why)."""
 
