@@ -31,8 +31,11 @@ It prints each run, the medians and the ratio imgbuild / bake (goal: <= 1.0), th
 lower bound (the sleeps alone, one base step then the apps in waves of J), and where imgbuild's
 time goes, from its ``--json`` report: "setup", the wall time minus the report's duration (process
 start, imports, loading the specs, git, what runs before the first build starts), the base target,
-and the apps (from the base's end to the last app's). The machine's load average is printed too:
-the engine is shared, and a busy machine slows both tools.
+and the apps (from the base's end to the last app's). Then the CPU time each tool used, in its own
+processes (the tool and its children: for imgbuild, Python and one buildx client per target) and in
+the engine (dockerd and containerd, read from ``/proc`` around the run; short-lived shims not
+counted). The machine's load average is printed too: the engine is shared, and a busy machine slows
+both tools.
 
 Needs a Docker engine with buildx (``docker info``; in this repository:
 ``eval "$(scripts/dev-services up)"``) and ``busybox:1.36`` available to it. It touches only images
@@ -173,23 +176,49 @@ class Timing:
     tool: str
     wall: float
     report: dict[str, Any] | None = None  # imgbuild's --json report
+    cpu: tuple[float, float] | None = None  # CPU seconds: (the tool's processes, dockerd + containerd)
+
+
+ENGINE_PROCESSES = frozenset({"dockerd", "containerd"})
+
+
+def engine_cpu() -> float | None:
+    """CPU seconds used so far by the engine's long-lived processes (None where /proc does not show them)."""
+    ticks, found = 0, False
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() not in ENGINE_PROCESSES:
+                    continue
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        found = True
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
 
 
 class RunFailed(Exception):
     """A build failed or its result is wrong (on a shared engine, maybe someone else's prune)."""
 
 
-def run_logged(argv: list[str], *, cwd: Path, log: Path, env: dict[str, str] | None = None) -> float:
-    """Run ``argv``, output to ``log``; return the wall time. A failure raises :class:`RunFailed`."""
+def run_logged(argv: list[str], *, cwd: Path, log: Path,
+               env: dict[str, str] | None = None) -> tuple[float, tuple[float, float] | None]:
+    """Run ``argv``, output to ``log``; its wall time and CPU time (the tool's own processes, and the
+    engine's during the run). A failure raises :class:`RunFailed`."""
     with log.open("w") as out:
+        engine0, own0 = engine_cpu(), os.times()
         t0 = time.perf_counter()
         code = subprocess.run(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                               env=env).returncode
         wall = time.perf_counter() - t0
+        engine1, own1 = engine_cpu(), os.times()
     if code != 0:
         tail = log.read_text(errors="replace").splitlines()[-30:]
         raise RunFailed(f"{' '.join(argv[:4])} ... exited with {code}; last lines of {log}:\n" + "\n".join(tail))
-    return wall
+    own = (own1.children_user + own1.children_system) - (own0.children_user + own0.children_system)
+    return wall, ((own, engine1 - engine0) if engine0 is not None and engine1 is not None else None)
 
 
 def export_rev(rev: str, dest: Path) -> Path:
@@ -198,6 +227,8 @@ def export_rev(rev: str, dest: Path) -> Path:
     archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, "imgbuild", "specs"],
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    # Byte code, as an installed imgbuild has it (PYTHONDONTWRITEBYTECODE=1 would make every run compile).
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(dest / "imgbuild")], check=True)
     return dest
 
 
@@ -207,13 +238,14 @@ def run_imgbuild(bench: Bench, jobs: int, logs: Path, n: int) -> Timing:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
     argv = [sys.executable, "-m", "imgbuild", "build", "//...", "-j", str(jobs), "--progress", "plain",
             "--json", str(report)]
-    wall = run_logged(argv, cwd=bench.root, log=logs / f"imgbuild-{n}.log", env=env)
-    return Timing("imgbuild", wall, json.loads(report.read_text()))
+    wall, cpu = run_logged(argv, cwd=bench.root, log=logs / f"imgbuild-{n}.log", env=env)
+    return Timing("imgbuild", wall, json.loads(report.read_text()), cpu)
 
 
 def run_bake(bench: Bench, jobs: int, logs: Path, n: int) -> Timing:
     argv = ["docker", "buildx", "bake", "--file", "docker-bake.hcl", "--progress", "plain"]
-    return Timing("bake", run_logged(argv, cwd=bench.root, log=logs / f"bake-{n}.log"))
+    wall, cpu = run_logged(argv, cwd=bench.root, log=logs / f"bake-{n}.log")
+    return Timing("bake", wall, cpu=cpu)
 
 
 TOOLS = {"imgbuild": ("ib", run_imgbuild), "bake": ("bake", run_bake)}
@@ -293,6 +325,12 @@ def print_table(results: list[tuple[int, Timing]], bench: Bench, jobs: int) -> N
           f" + {waves} x {bench.sleep:g}s apps at -j {jobs}"
           + (f"; bake, all apps at once: {bounds['bake']:.2f}s" if bounds["bake"] != bounds["imgbuild"] else "")
           + ")")
+    for tool in TOOLS:
+        cpus = [t.cpu for _, t in results if t.tool == tool and t.cpu is not None]
+        if cpus:
+            print(f"cpu {tool:<8}      {statistics.median(c[0] for c in cpus):5.2f}s in its own processes, "
+                  f"{statistics.median(c[1] for c in cpus):5.2f}s in dockerd + containerd (medians; "
+                  f"{os.cpu_count()} CPUs for {med[tool]:.2f}s = {(os.cpu_count() or 1) * med[tool]:.2f} CPU-s)")
     ratio = med["imgbuild"] / med["bake"]
     print(f"ratio imgbuild/bake {ratio:.3f}  ({'OK' if ratio <= 1.0 else 'SLOWER than bake'}: goal <= 1.0)")
 
