@@ -1,7 +1,7 @@
 """Pushing built images to their registries: by digest, in parallel, with retries, verified.
 
-Planning (which references each target goes to, and the immutable-tag check) is separate from doing;
-only :class:`Pusher` talks to the engine and the registries.
+Planning (which references each target goes to) is separate from doing; only :class:`Pusher` talks to
+the engine and the registries, so it also makes the immutable-tag check, before anything is pushed.
 """
 
 from __future__ import annotations

@@ -126,25 +126,18 @@ class Images:
         """The manifest digests the engine says ``image_id`` has in registries (its RepoDigests: what its
         pushes and pulls produced). On the classic image store the id is the config's digest and a push
         makes a manifest of its own: this is how an image already in a registry is recognised there."""
-        found: object = None
         if self.api is not None:
             try:
                 image = self.api.inspect(image_id)
-                found = None if image is None else image.get("RepoDigests")
+                return _digests(None if image is None else image.get("RepoDigests"))
             except EngineAPIError:
-                found = self._repo_digests_cli(image_id)
-        else:
-            found = self._repo_digests_cli(image_id)
-        refs = found if isinstance(found, list) else []
-        return frozenset(str(r).rpartition("@")[2] for r in refs if "@sha256:" in str(r))
-
-    def _repo_digests_cli(self, image_id: str) -> object:
+                pass  # the CLI says why
         code, out, _ = proc.run_unchecked([self.docker, "image", "inspect", "--format", "{{json .RepoDigests}}",
                                            image_id])
         try:
-            return json.loads(out) if code == 0 and out.strip() else None
+            return _digests(json.loads(out) if code == 0 and out.strip() else None)
         except ValueError:
-            return None
+            return frozenset()
 
     def save(self, ref: str, workdir: Path) -> SavedImage:
         """``docker save`` ``ref`` into ``workdir`` as an OCI layout."""
@@ -187,6 +180,12 @@ class Images:
         with self._load_lock:
             proc.run([self.docker, "image", "load", "-q", "-i", str(tar_path)], timeout=600)
         tar_path.unlink()
+
+
+def _digests(repo_digests: object) -> frozenset[str]:
+    """``sha256:...`` of each ``repo@sha256:...`` in a RepoDigests list."""
+    refs = repo_digests if isinstance(repo_digests, list) else []
+    return frozenset(str(r).rpartition("@")[2] for r in refs if "@sha256:" in str(r))
 
 
 def _qualified(name: str) -> str:
