@@ -59,6 +59,7 @@ class Defaults:
     build_args: Pairs = ()
     labels: Pairs = ()
     push: bool = False
+    load: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -116,6 +117,8 @@ class Target:
     platforms: tuple[str, ...]
     secrets: tuple[Secret, ...]
     labels: Pairs
+    # Whether a build that asks for it leaves its image in the local engine (builders other than `docker`).
+    load: bool = True
     # Where each deps entry is written, so an unknown or cyclic dependency is reported there.
     dep_locations: tuple[tuple[str, Location], ...] = field(default=(), compare=False)
 

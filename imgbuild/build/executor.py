@@ -142,6 +142,10 @@ class BuildxExecutor:
         )
 
     def _image_id(self, request: BuildRequest, digest: str | None) -> str:
+        if not request.load:
+            if not digest:
+                raise BuildError("the builder reported no image digest")
+            return digest  # the image is in no engine: its manifest digest is its identity
         ref = request.tags[0] if request.tags else digest
         if not ref:
             raise BuildError("the engine reported no image (was --load dropped?)")

@@ -155,15 +155,7 @@ class Images:
             with tarfile.open(tar_path) as tf:
                 tf.extractall(layout, filter="data")
             tar_path.unlink()
-        index = json.loads((layout / "index.json").read_text())
-        for m in index.get("manifests", []):
-            # The name is ours to give at load time; the rest of the layout is content-addressed.
-            m.pop("annotations", None)
-        blobs = []
-        for blob in sorted((layout / "blobs" / "sha256").iterdir()):
-            blobs.append((f"sha256:{blob.name}", blob.stat().st_size, ""))
-        return SavedImage(index_json=json.dumps(index, sort_keys=True, separators=(",", ":")),
-                          blobs=tuple(blobs), blob_dir=layout / "blobs" / "sha256")
+        return read_layout(layout)
 
     def load(self, index_json: str, blob_dir: Path, name: str, workdir: Path) -> None:
         """``docker load`` an OCI layout assembled from ``index_json`` and the blobs, named ``name``."""
@@ -180,6 +172,19 @@ class Images:
         with self._load_lock:
             proc.run([self.docker, "image", "load", "-q", "-i", str(tar_path)], timeout=600)
         tar_path.unlink()
+
+
+def read_layout(layout: Path) -> SavedImage:
+    """An OCI layout directory (``docker save``'s, or BuildKit's ``type=oci`` output) as a :class:`SavedImage`."""
+    index = json.loads((layout / "index.json").read_text())
+    for m in index.get("manifests", []):
+        # The name is ours to give at load time; the rest of the layout is content-addressed.
+        m.pop("annotations", None)
+    blobs = []
+    for blob in sorted((layout / "blobs" / "sha256").iterdir()):
+        blobs.append((f"sha256:{blob.name}", blob.stat().st_size, ""))
+    return SavedImage(index_json=json.dumps(index, sort_keys=True, separators=(",", ":")),
+                      blobs=tuple(blobs), blob_dir=layout / "blobs" / "sha256")
 
 
 def _digests(repo_digests: object) -> frozenset[str]:

@@ -32,6 +32,7 @@ class BuildRequest:
     tags: tuple[str, ...]
     builder: str | None = None
     load: bool = True
+    outputs: tuple[str, ...] = ()  # --output specs besides --load (e.g. the OCI layout a dependant reads)
     metadata_file: str | None = None
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
@@ -65,6 +66,8 @@ class BuildRequest:
             a.append("--no-cache")
         if self.metadata_file:
             a += ["--metadata-file", self.metadata_file]
+        for o in self.outputs:
+            a += ["--output", o]
         if self.load:
             a.append("--load")
         a.append(self.context)
@@ -120,17 +123,24 @@ def plan_request(
     builder: str | None = None,
     metadata_file: str | None = None,
     named_contexts: bool = True,
+    dep_layouts: dict[str, str] | None = None,
 ) -> BuildRequest:
     """The engine request for ``target``, given the exact image reference of each of its deps.
 
-    ``dep_refs`` maps each deps build-arg name to the reference of the dependency's fresh build.
+    ``dep_refs`` maps each deps build-arg name to the reference of the dependency's fresh build. With
+    ``dep_layouts`` (deps build-arg name -> ``oci-layout://`` context, for builders that do not see the
+    engine's images), that reference itself is also a named context, so ``FROM ${ARG}`` resolves to the
+    layout instead of a registry.
     """
     args = dict(target.build_args)
     contexts: dict[str, str] = {}
     for arg, _label in target.deps:
         ref = dep_refs[arg]
         args[arg] = ref
-        if named_contexts:
+        if dep_layouts is not None:
+            contexts[ref] = dep_layouts[arg]
+            contexts[context_name(arg)] = dep_layouts[arg]
+        elif named_contexts:
             contexts[context_name(arg)] = f"docker-image://{ref}"
     return BuildRequest(
         label=str(target.label),

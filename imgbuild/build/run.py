@@ -2,7 +2,8 @@
 
 A target whose input digest is in the cache is not built: its image is used as it is (``cached``) or
 loaded from the cache store's blobs (``restored``). Dependants always get the exact image of their
-dependency through a tag that names its image id.
+dependency: on the ``docker`` driver through a tag in the engine that names its image id; on every other
+builder as an OCI layout named context (:mod:`imgbuild.build.handoff`), since those do not see the engine.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from imgbuild.build.executor import BuildError, BuildInterrupted, Executor
+from imgbuild.build.handoff import OciLayouts, link_or_copy, top_digest
 from imgbuild.build.progress import Progress
 from imgbuild.build.request import BuildRequest, local_tag, plan_request
 from imgbuild.build.results import RunResult, TargetResult
@@ -45,6 +47,13 @@ class BuildOptions:
     named_contexts: bool = True
     rebuild: frozenset[str] = frozenset()  # labels built even when cached (--rebuild, or all with --no-cache)
     no_cache: bool = False  # --no-cache: no layer cache imported and BuildKit's own cache bypassed too
+    # Set for builders that do not see the engine's images: dependencies go to dependants as OCI layouts.
+    layouts: OciLayouts | None = None
+    # With ``layouts``: the labels whose image must end up in the engine (None: every target's).
+    load: frozenset[str] | None = None
+
+    def loads(self, label: str) -> bool:
+        return self.layouts is None or self.load is None or label in self.load
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +64,7 @@ class Built:
     digest: str | None
     tags: tuple[str, ...]
     metadata: str = "{}"  # buildx's --metadata-file content for built targets
+    layout: str | None = None  # the digest of its OCI layout in options.layouts, when it has one
 
 
 def log_path(logs_dir: Path, target: Target) -> Path:
@@ -114,8 +124,12 @@ def execute(
     def request_for(target: Target, tags: tuple[str, ...]) -> BuildRequest:
         with lock:
             dep_refs = {arg: built[str(dep)].ref for arg, dep in target.deps}
+            dep_layouts = None
+            if layouts is not None:
+                dep_layouts = {arg: layouts.context(built[str(dep)].layout or "") for arg, dep in target.deps}
         request = plan_request(target, ws, dep_refs=dep_refs, git=git, created=started_at, tags=tags,
-                               environ=environ, builder=options.builder, named_contexts=options.named_contexts)
+                               environ=environ, builder=options.builder, named_contexts=options.named_contexts,
+                               dep_layouts=dep_layouts)
         if layers is not None:
             # The `inline` backend reads its cache from the target's image in its (first) registry.
             image_ref = (f"{ws.config.registry(target.registries[0]).url}/{target.image}:{tags[0].rpartition(':')[2]}"
@@ -133,23 +147,63 @@ def execute(
     on_engine = images.inspect_many([e.image_id for e in hits.values()])
     if check_engine is not None and len(hits) < len(plan.steps):
         check_engine()  # something will be built: no engine or no buildx is exit 3 now, not a failed target
+    layouts = options.layouts
+    # The targets a dependant in this run builds FROM: with layouts, only these need theirs on disk.
+    feeds = {str(d) for s in plan.steps for d in s.deps}
+
+    def layout_of(target: Target, entry: CacheEntry, in_engine: bool) -> tuple[str | None, bool]:
+        """The entry's image as an OCI layout: its digest (None if it cannot be had) and whether it had to
+        be downloaded from the cache store."""
+        assert cache is not None and layouts is not None
+        digest = top_digest(entry.oci_index)
+        if layouts.get(digest) is not None:
+            return digest, False
+        blobs = [b.digest for b in entry.blobs]
+        local = cache.local_blob_dir(target)
+        if local is not None and all((local / b.split(":", 1)[1]).is_file() for b in blobs):
+            return layouts.assemble(entry.oci_index, blobs, lambda d, dest: link_or_copy(
+                local / d.split(":", 1)[1], dest)), False
+        if in_engine:
+            import tempfile
+
+            try:
+                with tempfile.TemporaryDirectory(prefix="imgbuild-save-", dir=layouts.root) as tmp:
+                    saved = images.save(entry.image_id, Path(tmp))
+                    found = layouts.assemble(saved.index_json, [d for d, _, _ in saved.blobs],
+                                             lambda d, dest: link_or_copy(saved.blob_dir / d.split(":", 1)[1], dest))
+                if found is not None:
+                    return found, False
+            except Exception:  # noqa: BLE001 - the store below is the other source
+                pass
+        store = cache.store_for(target)
+        return layouts.assemble(entry.oci_index, blobs, store.get_blob), True
 
     def from_cache(target: Target, key: str, tags: tuple[str, ...]) -> Built | None:
         assert cache is not None
-        entry = hits.get(str(target.label))
+        label = str(target.label)
+        entry = hits.get(label)
         if entry is None or entry.key != key:
             return None
         ref = local_tag(target, entry.image_id)
         existing = on_engine.get(entry.image_id)
-        if existing is not None:
-            status = "cached"
-        elif cache.restore(target, entry, ref):
+        status = "cached"
+        layout = None
+        if layouts is not None and label in feeds:
+            layout, fetched = layout_of(target, entry, existing is not None)
+            if layout is None:
+                return None  # the guard has warned: rebuild it
+            status = "restored" if fetched else status
+        if not options.loads(label):
+            return Built(status=status, ref=ref, image_id=entry.image_id, digest=entry.manifest_digest, tags=tags,
+                         layout=layout)
+        if existing is None:
+            if not cache.restore(target, entry, ref):
+                return None
             status = "restored"
             existing = frozenset({ref})
-        else:
-            return None
         apply_tags(entry.image_id, (ref, *tags), existing)
-        return Built(status=status, ref=ref, image_id=entry.image_id, digest=entry.manifest_digest, tags=tags)
+        return Built(status=status, ref=ref, image_id=entry.image_id, digest=entry.manifest_digest, tags=tags,
+                     layout=layout)
 
     def run(job: Job) -> Built:
         target = targets[job.key]
@@ -166,21 +220,33 @@ def execute(
         # A name only this run uses, so the image cannot lose its last name (and vanish from a containerd
         # image store) if a concurrent build moves the shared tags before this one tags its exact build.
         claim = f"{target.image}:{CLAIM_TAG_PREFIX}{run_id}"
-        request = request_for(target, (*tags, claim))
+        loading = options.loads(job.key)
+        request = request_for(target, (*tags, claim) if loading else tags)
+        out = layouts.scratch() if layouts is not None else None
+        if out is not None:
+            request = replace(request, outputs=(f"type=oci,dest={out},tar=false",), load=loading)
         path = log_path(options.logs_dir, target)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8", buffering=1) as log:  # line-buffered: tail -f works
             log.write(f"# {target.label}: docker {' '.join(request.argv())}\n")
             if key:
                 log.write(f"# input digest {key}\n")
-            output = executor.build(request, log=_line_writer(log), stop=stop)
+            try:
+                output = executor.build(request, log=_line_writer(log), stop=stop)
+                layout = layouts.adopt(out) if layouts is not None and out is not None else None
+            finally:
+                if out is not None and out.exists():
+                    import shutil
+
+                    shutil.rmtree(out, ignore_errors=True)
             if layers is not None:
                 note = layers.after(target)
                 if note:
                     log.write(note + "\n")
         ref = local_tag(target, output.image_id)
-        apply_tags(output.image_id, (ref,))
-        images.untag(claim)
+        if loading:
+            apply_tags(output.image_id, (ref,))
+            images.untag(claim)
         if cache is not None and key is not None and inputs is not None:
             from imgbuild.canonical import canonical_json
 
@@ -189,9 +255,10 @@ def execute(
             recordings.append(recorder.submit(
                 cache.record, target, key=key, ref=ref, image_id=output.image_id, manifest_digest=output.digest,
                 config_digest=output.config_digest, inputs=canonical_json(inputs[job.key].manifest()).decode(),
-                supersede=job.key in options.rebuild))
+                supersede=job.key in options.rebuild,
+                layout=layouts.get(layout) if layouts is not None and layout is not None else None))
         result = Built(status="built", ref=ref, image_id=output.image_id, digest=output.digest, tags=tags,
-                       metadata=_without_name(output.metadata, claim))
+                       metadata=_without_name(output.metadata, claim), layout=layout)
         if after_build is not None:
             after_build(target, result)  # e.g. --push-as-ready: a failure here fails the target
         with lock:

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
-from imgbuild.build.images import SavedImage
+from imgbuild.build.images import SavedImage, read_layout
 from imgbuild.cache.entry import Blob, CacheEntry
 from imgbuild.cache.local import LocalStore
 from imgbuild.cache.store import CacheError, CacheStore, GuardedStore
@@ -153,6 +153,11 @@ class TargetCache:
             return None
         return backend.blob_dir
 
+    def local_blob_dir(self, target: Target) -> Path | None:
+        """Where the target's store keeps its blobs on this machine (a local store); None for a remote one."""
+        backend = getattr(self.store_for(target), "store", None)
+        return backend.blob_dir if isinstance(backend, LocalStore) else None
+
     def previous(self, target: Target) -> CacheEntry | None:
         """The newest entry of the same target (for explaining a rebuild), if any."""
         found = self.store_for(target).entries_for(str(target.label), limit=1)
@@ -175,14 +180,15 @@ class TargetCache:
         return True
 
     def record(self, target: Target, *, key: str, ref: str, image_id: str, manifest_digest: str | None,
-               config_digest: str | None, inputs: str, supersede: bool = False) -> None:
-        """Store the built image's blobs (only those missing) and its entry. Never raises."""
+               config_digest: str | None, inputs: str, supersede: bool = False, layout: Path | None = None) -> None:
+        """Store the built image's blobs (only those missing) and its entry, from the engine or, when given,
+        the OCI ``layout`` the build exported. Never raises."""
         store = self.store_for(target)
         if store.read_only:
             return
         with tempfile.TemporaryDirectory(prefix="imgbuild-save-") as tmp:
             try:
-                saved = self.images.save(ref, Path(tmp))
+                saved = read_layout(layout) if layout is not None else self.images.save(ref, Path(tmp))
             except Exception as exc:
                 self.warn(f"cannot export {target.label} for the cache: {exc}")
                 return

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from imgbuild import git as gitinfo
+from imgbuild.build import builders
 from imgbuild.build.executor import BuildxExecutor
+from imgbuild.build.handoff import OciLayouts
 from imgbuild.build.images import Images
 from imgbuild.build.trust import TRUST_FILE, TrustingImages
 from imgbuild.build.layers import LayerCaches
@@ -50,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-j", "--jobs", type=_positive, metavar="N", help="targets built at once (default: workspace concurrency)")
     p.add_argument("-k", "--keep-going", action="store_true", help="after a failure, finish independent targets")
     p.add_argument("--builder", metavar="NAME", help="the buildx builder to use")
+    p.add_argument("--no-load", action="store_true",
+                   help="leave the requested images in no local engine (on builders other than `docker`; "
+                        "with --push they go to the registries only)")
     p.add_argument("--progress", choices=("auto", "tty", "plain"), default="auto",
                    help="live view on a terminal (auto), or one line per event (plain)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the build report (specs/report.schema.json)")
@@ -140,8 +145,10 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
         if res.error:
             raise PushError(res.error)
     now = datetime.now(timezone.utc)
+    builder = builders.resolve(args.builder, environ)  # an unknown builder is exit 3 before anything runs
     layers = LayerCaches(ws, git=git, now=now, read_only=args.cache_read_only, builder=args.builder,
-                         environ=environ, warn=lambda m: print(f"warning: {m}", file=sys.stderr))
+                         environ=environ, warn=lambda m: print(f"warning: {m}", file=sys.stderr),
+                         driver=lambda _name: builder.driver)
     inputs = compute_inputs(graph, plan, environ, extra=layers.period)
     rebuild = {str(s.target.label) for s in plan.steps} if args.no_cache else set()
     if args.rebuild:
@@ -153,9 +160,12 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     warn = once_per_outage(progress.warn)
     cache = TargetCache(ws, images, warn=warn, read_only=args.cache_read_only)
     layers.warn = warn
+    layouts = None if builder.sees_engine_images else OciLayouts(ws.root / ".imgbuild" / "oci")
+    loaded = frozenset() if getattr(args, "no_load", False) else frozenset(
+        lb for lb in requested if graph.target(Label.parse(lb)).load)
     options = BuildOptions(parallelism=parallelism, logs_dir=ws.root / ".imgbuild" / "logs",
                            keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild),
-                           no_cache=args.no_cache)
+                           no_cache=args.no_cache, layouts=layouts, load=loaded)
     try:
         with _stop_on_signals(stop):
             result = execute(plan, ws, executor, images=images, options=options, git=git, environ=environ,
@@ -163,13 +173,14 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
                              after_build=_only(pushing, push_now) if args.push_as_ready and pusher else None,
                              layers=layers, now=now)
             if pusher is not None and not args.push_as_ready and result.ok:
-                _push_after(result, graph, pusher, pushing, pushes, cache)
+                _push_after(result, graph, pusher, pushing, pushes, cache,
+                            options.layouts, loaded)
             elif pusher is not None and not args.push_as_ready:
                 progress.warn("not pushing anything: a target did not build (the registries are untouched)")
     finally:
         progress.close()
     result = with_push(result, pushes)
-    in_engine = _engine_refs(result, graph)
+    in_engine = _engine_refs(result, graph, options.loads)
     images.remember(in_engine)
     records = _record_history(result, ws, git=git, environ=environ, builder=args.builder, images=images,
                               warn=progress.warn)
@@ -185,11 +196,11 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     return result
 
 
-def _engine_refs(result: RunResult, graph: TargetGraph) -> dict[str, str]:
+def _engine_refs(result: RunResult, graph: TargetGraph, loads: Callable[[str], bool]) -> dict[str, str]:
     """The local tags and exact-build tags the run left in the engine (ref -> image id)."""
     out: dict[str, str] = {}
     for t in result.targets:
-        if t.ok and t.image_id:
+        if t.ok and t.image_id and loads(t.label):
             for ref in (*t.tags, local_tag(graph.target(Label.parse(t.label)), t.image_id)):
                 out[normal_ref(ref)] = t.image_id
     return out
@@ -313,14 +324,21 @@ def _only(labels: set[str], hook: Callable[[Target, Built], None]) -> Callable[[
 
 
 def _push_after(result: RunResult, graph: TargetGraph, pusher: Pusher, labels: set[str],
-                pushes: dict[str, tuple[tuple[str, ...], str | None]], cache: TargetCache) -> None:
+                pushes: dict[str, tuple[tuple[str, ...], str | None]], cache: TargetCache,
+                layouts: OciLayouts | None, loaded_labels: frozenset[str] = frozenset()) -> None:
     """Default --push: every target built, then check every immutable tag, then push all in parallel."""
     ws = graph.workspace
 
     def blobs(t: TargetResult) -> Path | None:
         if not t.input_digest or not t.image_id:
             return None
-        return cache.local_blobs(graph.target(Label.parse(t.label)), t.input_digest, t.image_id)
+        target = graph.target(Label.parse(t.label))
+        found = cache.local_blobs(target, t.input_digest, t.image_id)
+        if found is None and layouts is not None and t.label not in loaded_labels:
+            # Built or restored on a builder that left it in no engine: its OCI layout has the blobs.
+            layout = layouts.get(t.image_id) or _layout_from_cache(cache, layouts, target, t.input_digest)
+            found = layout / "blobs" / "sha256" if layout is not None else None
+        return found
 
     plans = [plan_push(graph.target(Label.parse(t.label)), ws, t.image_id or "", t.tags, blob_dir=blobs(t))
              for t in result.targets if t.label in labels]
@@ -331,6 +349,15 @@ def _push_after(result: RunResult, graph: TargetGraph, pusher: Pusher, labels: s
         return
     for res in pusher.push_all(plans):
         pushes[res.label] = (res.pushed, res.error)
+
+
+def _layout_from_cache(cache: TargetCache, layouts: OciLayouts, target: Target, key: str) -> Path | None:
+    """The layout of a cached target that no step of the run needed on disk, fetched from its store now."""
+    entry = cache.lookup(target, key)
+    if entry is None:
+        return None
+    digest = layouts.assemble(entry.oci_index, [b.digest for b in entry.blobs], cache.store_for(target).get_blob)
+    return layouts.get(digest) if digest is not None else None
 
 
 def _progress(mode: str, total: int) -> Progress:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from imgbuild import proc
+from imgbuild.build.builders import parse_driver
 from imgbuild.labels import Label
 from imgbuild.layercache.scope import LayerScope
 from imgbuild.model import CachePolicy
@@ -188,13 +189,3 @@ def detect_driver(builder: str | None) -> str:
     except proc.ProcessError:
         return ""
     return parse_driver(out)
-
-
-def parse_driver(inspect_output: str) -> str:
-    """The ``Driver:`` of ``docker buildx inspect``'s output (the builder's, listed before its nodes)."""
-    for line in inspect_output.splitlines():
-        key, sep, value = line.partition(":")
-        if sep and key.strip() == "Driver":
-            return value.strip()
-    return ""
-

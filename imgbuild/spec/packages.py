@@ -185,6 +185,7 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
         cache=cache,
         tags=tuple(tags),
         push=bool(pick("push", config.defaults.push)[0]),
+        load=bool(pick("load", config.defaults.load)[0]),
         registries=tuple(regs),
         platforms=tuple(pick("platforms", config.defaults.platforms)[0]),
         secrets=secrets,

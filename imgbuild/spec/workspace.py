@@ -98,6 +98,7 @@ def load_config(root: Path) -> tuple[WorkspaceConfig, YamlDocument]:
         build_args=string_pairs(d.get("build_args")),
         labels=string_pairs(d.get("labels")),
         push=d.get("push", False),
+        load=d.get("load", True),
     )
     r = data.get("release") or {}
     release = ReleaseConfig(tags=tuple(r.get("tags", ())), registries=tuple(r.get("registries", ())),

@@ -50,6 +50,36 @@ def engine() -> None:
         pytest.skip(f"{problem} (start services: eval \"$(scripts/dev-services up)\")")
 
 
+# The buildx builders every building test runs on: the engine's own (`docker` driver) and the two that
+# scripts/dev-services starts (`docker-container`, `remote`), which do not see the engine's images.
+BUILDERS = tuple(n for n in os.environ.get("IMGBUILD_TEST_BUILDERS",
+                                          "default,imgbuild-container,imgbuild-remote").split(",") if n)
+
+
+def _builder_problem(name: str) -> str | None:
+    out = subprocess.run(["docker", "buildx", "inspect", "--bootstrap", name], capture_output=True, text=True,
+                         timeout=120)
+    if out.returncode != 0 or "running" not in out.stdout:
+        return f"buildx builder {name!r} is not usable: {(out.stderr or out.stdout).strip()[:300]}"
+    return None
+
+
+@pytest.fixture(params=BUILDERS)
+def builder(request: pytest.FixtureRequest, engine: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each building test once per builder: ``BUILDX_BUILDER`` selects it for imgbuild and the docker CLI."""
+    name = str(request.param)
+    problem = _builder_problem(name)
+    if problem:
+        if os.environ.get("IMGBUILD_SERVICES"):
+            pytest.fail(f"IMGBUILD_SERVICES is set but {problem}", pytrace=False)
+        pytest.skip(f"{problem} (start services: eval \"$(scripts/dev-services up)\")")
+    if name != "default":
+        monkeypatch.setenv("BUILDX_BUILDER", name)
+    else:
+        monkeypatch.delenv("BUILDX_BUILDER", raising=False)
+    return name
+
+
 @dataclass(frozen=True)
 class Run:
     code: int

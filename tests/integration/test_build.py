@@ -16,7 +16,7 @@ from imgbuild.spec.schemas import load_schema
 from tests.conftest import write_files
 from tests.integration.conftest import docker, imgbuild, run_in_image
 
-pytestmark = pytest.mark.usefixtures("engine")
+pytestmark = pytest.mark.usefixtures("engine", "builder")
 
 
 def workspace(root: Path, prefix: str, *, broken: bool = False, slow: bool = False) -> Path:

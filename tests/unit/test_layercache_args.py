@@ -10,7 +10,8 @@ import pytest
 from imgbuild import proc
 from imgbuild.labels import Label
 from imgbuild.layercache.args import (cache_args, cache_name, detect_driver, local_dir_for, native_s3_prefix,
-                                      needs_sync, parse_driver, scope_dir, target_name)
+                                      needs_sync, scope_dir, target_name)
+from imgbuild.build.builders import parse_driver
 from imgbuild.layercache.scope import LayerScope
 from imgbuild.model import CachePolicy
 
