@@ -83,8 +83,10 @@ class LayerCaches:
             pulled = s3sync.pull_scopes(self._store(policy), local, scope.read_scopes, name)
             available = {pulled} if pulled else set()
         try:
+            region = self.environ.get("AWS_REGION") or self.environ.get("AWS_DEFAULT_REGION") or (
+                "us-east-1" if policy.endpoint_url else None)  # S3-compatible servers: boto3's default too
             return cache_args(policy, name, scope, driver=driver, local_dir=local, image_ref=image_ref,
-                              available=available)
+                              available=available, region=region)
         except ValueError as exc:
             self.warn(f"{target.label}: layer cache not used: {exc}")
             return (), ()

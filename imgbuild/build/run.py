@@ -197,7 +197,10 @@ def execute(
             return Built(status=status, ref=ref, image_id=entry.image_id, digest=entry.manifest_digest, tags=tags,
                          layout=layout)
         if existing is None:
-            if not cache.restore(target, entry, ref):
+            if layout is not None and layouts is not None:
+                if not _load_layout(images, layouts, layout, entry.oci_index, ref):
+                    return None
+            elif not cache.restore(target, entry, ref):
                 return None
             status = "restored"
             existing = frozenset({ref})
@@ -284,6 +287,21 @@ def execute(
         started=started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         duration=time.monotonic() - t0,
     )
+
+
+def _load_layout(images: ImageStore, layouts: OciLayouts, digest: str, index_json: str, ref: str) -> bool:
+    """Load an image the run already has as an OCI layout into the engine, as ``ref`` (no second download)."""
+    import tempfile
+
+    path = layouts.get(digest)
+    if path is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="imgbuild-load-", dir=layouts.root) as tmp:
+        try:
+            images.load(index_json, path / "blobs" / "sha256", ref, Path(tmp))
+        except Exception:  # noqa: BLE001 - the caller rebuilds
+            return False
+    return True
 
 
 def _lookups(plan: Plan, cache: TargetCache, inputs: dict[str, Inputs],

@@ -89,19 +89,21 @@ def needs_sync(policy: CachePolicy, driver: str) -> bool:
 
 
 def cache_args(policy: CachePolicy, target_name: str, scope: LayerScope, *, driver: str, local_dir: Path | None,
-               image_ref: str | None = None, available: Collection[str] | None = None) -> Args:
+               image_ref: str | None = None, available: Collection[str] | None = None,
+               region: str | None = None) -> Args:
     """The ``--cache-from`` values and the ``--cache-to`` values of one target, in a fixed order.
 
     ``local_dir`` is the policy's directory of local caches (:func:`local_dir_for`), needed by the
     ``local`` backend and by ``s3`` on drivers without native S3. ``image_ref`` is the target's image in
     a registry, read by the ``inline`` backend. ``available`` limits the local read scopes to those
     present (for synced S3, the scope :func:`~imgbuild.layercache.s3sync.pull_scopes` fetched); None
-    means every read scope. A missing directory would only cost buildx a warning, but no argument is
+    means every read scope. ``region`` is BuildKit's S3 region when the policy names none (BuildKit reads
+    only ``AWS_REGION`` and fails without it, where boto3 also takes ``AWS_DEFAULT_REGION``). A missing directory would only cost buildx a warning, but no argument is
     clearer in the log.
     """
     backend = policy.backend
     if backend == "s3" and driver in NATIVE_S3_DRIVERS:
-        return _s3(policy, target_name, scope)
+        return _s3(policy, target_name, scope, region)
     if backend in ("s3", "local"):
         if local_dir is None:
             raise ValueError(f"cache policy {policy.name!r} ({backend}, driver {driver!r}) needs a local directory")
@@ -137,14 +139,14 @@ def native_s3_prefix(policy: CachePolicy) -> str:
     return f"{root}/layers/buildkit/" if root else "layers/buildkit/"
 
 
-def _s3(policy: CachePolicy, target: str, scope: LayerScope) -> Args:
+def _s3(policy: CachePolicy, target: str, scope: LayerScope, region: str | None = None) -> Args:
     if not policy.bucket:
         raise ValueError(f"cache policy {policy.name!r} (s3) has no bucket")
 
     def fields(s: str) -> list[str]:
         out = ["type=s3"]
-        if policy.region:  # else BuildKit takes AWS_REGION from the builder's environment
-            out.append(f"region={policy.region}")
+        if policy.region or region:  # else BuildKit takes AWS_REGION from the builder's environment
+            out.append(f"region={policy.region or region}")
         out += [f"bucket={policy.bucket}", f"prefix={native_s3_prefix(policy)}", f"name={cache_name(target, s)}"]
         if policy.endpoint_url:
             out.append(f"endpoint_url={policy.endpoint_url}")

@@ -58,6 +58,7 @@ def wipe_engine_and_local_cache(root: Path, prefix: str) -> None:
     subprocess.run(["rm", "-rf", str(root / ".imgbuild")], check=True)
 
 
+@pytest.mark.usefixtures("builder")
 def test_unchanged_targets_are_not_rebuilt(tmp_path: Path, prefix: str) -> None:
     root = workspace(tmp_path / "ws", prefix, "{backend: local}")
     r, first = build(root)
@@ -96,6 +97,7 @@ def test_unchanged_targets_are_not_rebuilt(tmp_path: Path, prefix: str) -> None:
     assert set(statuses(no_cache).values()) == {"built"}
 
 
+@pytest.mark.usefixtures("builder")
 def test_fresh_host_restores_everything_from_s3(tmp_path: Path, prefix: str, bucket: str, s3_endpoint: str,
                                                 aws_env: None) -> None:
     policy = f"{{backend: s3, bucket: {bucket}, prefix: ci/, endpoint_url: '{s3_endpoint}', use_path_style: true}}"

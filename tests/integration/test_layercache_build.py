@@ -12,7 +12,8 @@ import pytest
 from tests.conftest import write_files
 from tests.integration.conftest import docker, imgbuild, run_in_image
 
-pytestmark = pytest.mark.usefixtures("engine")
+# On the `docker` driver the layers go through imgbuild's own S3 sync; on the others, BuildKit's own S3 cache.
+pytestmark = pytest.mark.usefixtures("engine", "builder")
 
 
 def test_app_change_on_fresh_runner_reuses_dependency_layers(tmp_path: Path, prefix: str, bucket: str,
