@@ -67,7 +67,16 @@ def _builder_problem(name: str) -> str | None:
 @pytest.fixture(params=BUILDERS)
 def builder(request: pytest.FixtureRequest, engine: None, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each building test once per builder: ``BUILDX_BUILDER`` selects it for imgbuild and the docker CLI."""
-    name = str(request.param)
+    return _use_builder(str(request.param), monkeypatch)
+
+
+@pytest.fixture(params=[b for b in BUILDERS if b != "default"])
+def outside_builder(request: pytest.FixtureRequest, engine: None, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each builder that does not see the engine's images (not the `docker` driver)."""
+    return _use_builder(str(request.param), monkeypatch)
+
+
+def _use_builder(name: str, monkeypatch: pytest.MonkeyPatch) -> str:
     problem = _builder_problem(name)
     if problem:
         if os.environ.get("IMGBUILD_SERVICES"):

@@ -42,6 +42,7 @@ def report(root: Path) -> dict[str, Any]:
     return {t["label"]: t for t in json.loads((root / "report.json").read_text())["targets"]}
 
 
+@pytest.mark.usefixtures("builder")
 def test_push_tags_by_digest(tmp_path: Path, prefix: str) -> None:
     root = workspace(tmp_path / "ws", prefix)
     r = imgbuild("build", "//...", "--push", "--allow-dirty", "--progress", "plain", "--json", "report.json",
