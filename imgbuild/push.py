@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -34,6 +34,8 @@ class PushPlan:
     refs: tuple[Reference, ...]
     immutable: frozenset[str] = frozenset()  # urls (host/path) of the registries whose tags never move
     blob_dir: Path | None = None  # the image's blobs on disk (the target cache): pushed over HTTP, no engine
+    # Where blob_dir is None: fetches the blobs (e.g. from the cache store), asked only when a tag is missing.
+    fetch_blobs: Callable[[], Path | None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,8 +121,11 @@ class Pusher:
                     confirmed.add(str(ref))
                 else:
                     missing.append(ref)
-            if missing and plan.blob_dir is not None and self.copier is not None \
-                    and is_manifest(plan.blob_dir, plan.image_id):
+            blob_dir = plan.blob_dir
+            if missing and blob_dir is None and plan.fetch_blobs is not None:
+                blob_dir = plan.fetch_blobs()
+            if missing and blob_dir is not None and self.copier is not None \
+                    and is_manifest(blob_dir, plan.image_id):
                 # Straight from the target cache's blobs, over HTTP: parallel, layers shared between
                 # images mounted rather than sent again, and the engine (which serializes pushes) idle.
                 by_repo: dict[tuple[str, str], list[Reference]] = {}
@@ -129,7 +134,6 @@ class Pusher:
                 for (host, path), refs in by_repo.items():
                     repo = Repository(host=host, path=path)
                     tags = tuple(r.tag for r in refs)
-                    blob_dir = plan.blob_dir
                     self._with_retries(lambda: confirmed.update(self._push_blobs(blob_dir, repo, plan.image_id, tags)),
                                        str(repo))
                     uploaded += [str(r) for r in refs]

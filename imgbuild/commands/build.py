@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
@@ -332,15 +333,28 @@ def _push_after(result: RunResult, graph: TargetGraph, pusher: Pusher, labels: s
     def blobs(t: TargetResult) -> Path | None:
         if not t.input_digest or not t.image_id:
             return None
-        target = graph.target(Label.parse(t.label))
-        found = cache.local_blobs(target, t.input_digest, t.image_id)
+        found = cache.local_blobs(graph.target(Label.parse(t.label)), t.input_digest, t.image_id)
         if found is None and layouts is not None and t.label not in loaded_labels:
             # Built or restored on a builder that left it in no engine: its OCI layout has the blobs.
-            layout = layouts.get(t.image_id) or _layout_from_cache(cache, layouts, target, t.input_digest)
+            layout = layouts.get(t.image_id)
             found = layout / "blobs" / "sha256" if layout is not None else None
         return found
 
-    plans = [plan_push(graph.target(Label.parse(t.label)), ws, t.image_id or "", t.tags, blob_dir=blobs(t))
+    def fetch(t: TargetResult) -> Callable[[], Path | None] | None:
+        """A cached target that is in no engine and no layout: its blobs come from the cache store, and only
+        if a registry lacks a tag (an unchanged image the registry holds costs one check, no download)."""
+        if layouts is None or t.label in loaded_labels or not t.input_digest:
+            return None
+        target, key = graph.target(Label.parse(t.label)), t.input_digest
+
+        def run() -> Path | None:
+            layout = _layout_from_cache(cache, layouts, target, key)
+            return layout / "blobs" / "sha256" if layout is not None else None
+
+        return run
+
+    plans = [replace(plan_push(graph.target(Label.parse(t.label)), ws, t.image_id or "", t.tags, blob_dir=blobs(t)),
+                     fetch_blobs=fetch(t))
              for t in result.targets if t.label in labels]
     conflicts = pusher.immutable_conflicts(plans)
     if conflicts:
