@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from imgbuild.build.handoff import OciLayouts
 from imgbuild.build.progress import PlainProgress
 from imgbuild.build.request import local_tag
 from imgbuild.build.results import RunResult
@@ -32,13 +33,14 @@ FILES = {
 
 
 def run(root: Path, executor: FakeExecutor, *, keep_going: bool = False,
-        stop: threading.Event | None = None, images: FakeImages | None = None) -> RunResult:
+        stop: threading.Event | None = None, images: FakeImages | None = None,
+        layouts: OciLayouts | None = None, load: frozenset[str] | None = None) -> RunResult:
     ws = load_workspace(root)
     plan = make_plan(TargetGraph.build(ws), parse_patterns(["//..."]))
     import io
 
     return execute(plan, ws, executor, images=images or FakeImages(), options=BuildOptions(parallelism=2, logs_dir=root / ".imgbuild/logs",
-                                                            keep_going=keep_going),
+                                                            keep_going=keep_going, layouts=layouts, load=load),
                    git=GitInfo(sha="f" * 40, branch="feature/x"), environ={}, stop=stop or threading.Event(),
                    progress=PlainProgress(io.StringIO()))
 
@@ -83,3 +85,36 @@ def test_stop_cancels_what_did_not_finish(make_ws: WorkspaceFactory) -> None:
     status = {t.label: t.status for t in result.targets}
     assert result.interrupted
     assert status == {"//base:base": "built", "//a:a": "cancelled", "//c:c": "cancelled", "//b:b": "skipped"}
+
+
+def test_outside_the_engine_dependencies_go_as_oci_layouts(make_ws: WorkspaceFactory, tmp_path: Path) -> None:
+    """A builder that does not see the engine: each dependant names its dependency's layout, under the
+    reference its ARG receives and under the context name; only the targets to load touch the engine."""
+    root = make_ws(FILES)
+    ex, images = FakeExecutor(), FakeImages()
+    layouts = OciLayouts(tmp_path / "oci")
+    result = run(root, ex, images=images, layouts=layouts, load=frozenset({"//b:b"}))
+    assert result.ok and [t.status for t in result.targets] == ["built"] * 4
+    by_label = {t.label: t for t in result.targets}
+    base = by_label["//base:base"].image_id or ""
+    a_request = ex.request("//a:a")
+    ref = dict(a_request.build_args)["BASE"]
+    assert dict(a_request.build_contexts) == {ref: layouts.context(base), "base": layouts.context(base)}
+    assert (layouts.path(base) / "index.json").is_file()
+    assert not a_request.load and ex.request("//b:b").load
+    assert all(o.startswith("type=oci,dest=") for r in ex.requests for o in r.outputs)
+    # Only b went to the engine; no scratch output directory is left behind.
+    assert set(images.refs.values()) == {by_label["//b:b"].image_id}
+    assert sorted(p.name for p in layouts.root.iterdir()) == sorted(
+        (t.image_id or "")[7:] for t in result.targets)
+
+
+def test_a_failed_dependency_skips_its_dependants_outside_the_engine(make_ws: WorkspaceFactory,
+                                                                     tmp_path: Path) -> None:
+    root = make_ws(FILES)
+    result = run(root, FakeExecutor(fail=frozenset({"//a:a"})), layouts=OciLayouts(tmp_path / "oci"),
+                 keep_going=True)
+    statuses = {t.label: t.status for t in result.targets}
+    assert statuses == {"//base:base": "built", "//a:a": "failed", "//b:b": "skipped", "//c:c": "built"}
+    assert next(t for t in result.targets if t.label == "//b:b").error == "dependency failed: //a:a"
+    assert not [p for p in (tmp_path / "oci").iterdir() if p.name.startswith(".out-")]
