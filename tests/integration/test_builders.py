@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -89,3 +90,77 @@ def test_fresh_runner_push_fetches_only_what_a_build_needs(tmp_path: Path, prefi
         assert docker("run", "--rm", pulled, "cat", "/base.txt", "/app.txt") == "base\nv2\n"
     finally:
         subprocess.run(["docker", "image", "rm", "-f", pulled], capture_output=True)
+
+
+@pytest.fixture
+def own_builder(tmp_path: Path, engine: None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A remote builder on a BuildKit daemon of the test's own, which the test may kill."""
+    import os
+    import shlex
+    import time
+
+    command = os.environ.get("IMGBUILD_TEST_BUILDKITD")
+    if not command:
+        pytest.fail("IMGBUILD_TEST_BUILDKITD is not set (scripts/dev-services env prints it)", pytrace=False)
+    import shutil
+    import tempfile
+
+    # Its state outside tmp_path: a killed buildkitd leaves mounts behind, unmounted below.
+    state = Path(tempfile.mkdtemp(prefix="imgbuild-test-buildkitd-"))
+    sock = f"unix://{state}/buildkitd.sock"
+    daemon = subprocess.Popen([*shlex.split(command), "--root", str(state / "root"), "--addr", sock],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    name = f"it-{tmp_path.name[-20:].replace('_', '-')}-{os.getpid()}"
+    try:
+        docker("buildx", "create", "--name", name, "--driver", "remote", sock)
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "buildx", "inspect", "--bootstrap", name],
+                             capture_output=True).returncode != 0:
+            assert time.monotonic() < deadline, "the test's buildkitd did not start"
+            time.sleep(0.5)
+        yield name, daemon
+    finally:
+        daemon.kill()
+        daemon.wait()
+        subprocess.run(["docker", "buildx", "rm", "-f", name], capture_output=True)
+        with open("/proc/self/mounts") as mounts:
+            points = [line.split()[1] for line in mounts if line.split()[1].startswith(str(state))]
+        for point in sorted(points, reverse=True):
+            subprocess.run(["umount", "-l", point], capture_output=True)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+def test_a_builder_that_stops_mid_run_fails_its_targets_and_records_nothing(
+        tmp_path: Path, prefix: str, own_builder: tuple[str, subprocess.Popen[bytes]]) -> None:
+    import threading
+    import time
+
+    name, daemon = own_builder
+    root = workspace(tmp_path / "ws", prefix)
+    (root / "base/Dockerfile").write_text(f"FROM busybox:1.36\nRUN echo {prefix} && sleep 60 && echo base > /base.txt\n")
+    log = root / ".imgbuild" / "logs" / "base" / "base.log"
+
+    def kill_when_running() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if log.exists() and "sleep 60" in log.read_text(errors="replace"):
+                daemon.kill()
+                return
+            time.sleep(0.2)
+
+    killer = threading.Thread(target=kill_when_running)
+    killer.start()
+    r = imgbuild("build", "//...", "--builder", name, "--progress", "plain", "--json", "report.json", cwd=root,
+                 timeout=240)
+    killer.join()
+    assert r.code == 1, r.err
+    assert "Traceback" not in r.err
+    rep = report(root)
+    assert rep["//base:base"]["status"] == "failed"
+    assert "error reading from server" in rep["//base:base"]["error"]  # the builder's reason, attributed
+    assert rep["//api:api"]["status"] == "skipped" and rep["//api:api"]["error"] == "dependency failed: //base:base"
+    # Nothing half-recorded: the target cache holds no entry for what did not finish.
+    entries = root / ".imgbuild" / "cache" / "entries"
+    assert not entries.exists() or len(list(entries.iterdir())) <= 1  # at most web's, which finished
+    oci = root / ".imgbuild" / "oci"
+    assert not oci.exists() or not [p for p in oci.iterdir() if p.name.startswith(".out-")]
