@@ -68,12 +68,75 @@ _KIND_OF = {name: kind for kind, name in SCHEMA_FILES.items()}
 
 
 @functools.cache
+def _inlined(kind: str) -> dict[str, Any]:
+    schema = load_schema(kind)
+    inlined: dict[str, Any] = _inline_refs(schema, schema)
+    return inlined
+
+
+@functools.cache
 def _validator(kind: str) -> Any:
     # Imported here: jsonschema is a slow import and only loading specs needs it.
     from jsonschema import Draft202012Validator
 
-    schema = load_schema(kind)
-    return Draft202012Validator(_inline_refs(schema, schema))
+    return Draft202012Validator(_inlined(kind))
+
+
+_NULL_TAG = "tag:yaml.org,2002:null"
+
+
+def as_written(doc: YamlDocument, kind: str) -> list[SpecError]:
+    """Give every string position of ``doc.data`` the text the user wrote, in place.
+
+    YAML 1.1 reads unquoted ``3.10`` as the number 3.1, ``0755`` as 493 and ``yes`` as true; a build
+    arg, a label or a tag is a string to Docker, so where the schema allows a string such a scalar is
+    taken as written instead. A null (an empty value, ``~``, ``null``) has no text to keep: it is
+    refused, with the quoted form to write. Positions that are not strings (``push``, ``concurrency``)
+    keep YAML's reading.
+    """
+    errors: list[SpecError] = []
+    for path, (tag, text) in doc.plain_scalars.items():
+        types = _types_at(_inlined(kind), path)
+        if "string" not in types:
+            continue
+        if tag == _NULL_TAG:
+            if "null" in types:
+                continue
+            shown = "an empty value" if text == "" else f"{text!r}"
+            quoted = f'"{text}"'
+            key = path[-1] if path else ""
+            write = f"{key}: {quoted}" if isinstance(key, str) else f"- {quoted}"
+            errors.append(doc.error(
+                f"{shown} is null in YAML, and a string is expected here", path,
+                f"write `{write}` for that text" + (", or remove the key" if isinstance(key, str) else ""),
+                value=True))
+            continue
+        _set(doc.data, path, text)
+    return errors
+
+
+def _types_at(schema: dict[str, Any], path: tuple[str | int, ...]) -> list[str]:
+    """The JSON types the schema allows at ``path`` ([] when the path leaves the schema)."""
+    node: Any = schema
+    for part in path:
+        if not isinstance(node, dict):
+            return []
+        if isinstance(part, int):
+            node = node.get("items")
+        elif part in node.get("properties", {}):
+            node = node["properties"][part]
+        else:
+            node = node.get("additionalProperties")
+    if not isinstance(node, dict):
+        return []
+    types = node.get("type", [])
+    return [types] if isinstance(types, str) else list(types)
+
+
+def _set(data: Any, path: tuple[str | int, ...], value: str) -> None:
+    for part in path[:-1]:
+        data = data[part]
+    data[path[-1]] = value
 
 
 MEMO_FILE = "spec-validated.json"
@@ -128,7 +191,14 @@ def _schema_digest(kind: str) -> str:
 
 
 def validate(doc: YamlDocument, kind: str) -> list[SpecError]:
-    """All schema problems of ``doc``, most specific first, each located in the file."""
+    """All schema problems of ``doc``, most specific first, each located in the file.
+
+    First, string positions take their scalars' text as written (:func:`as_written`), so the schema and
+    everything after it see ``"3.10"``, not 3.1.
+    """
+    written = as_written(doc, kind)
+    if written:
+        return written
     key = None
     if _memo is not None:
         key = hashlib.sha256(f"{__version__}\0{kind}\0{_schema_digest(kind)}\0{doc.text}".encode()).hexdigest()
