@@ -120,7 +120,7 @@ def affected_targets(graph: TargetGraph, files: Iterable[str]) -> set[Label]:
 
     def sent(t: Target, path_in_context: str) -> bool:
         if t.label not in rules:
-            rules[t.label] = load_rules(t.context, t.dockerfile)
+            rules[t.label] = load_rules(t.context, t.dockerfile, root=ws.root)
         return not rules[t.label].excluded(path_in_context)
 
     direct: set[Label] = set()

@@ -132,7 +132,7 @@ class Hasher:
     def _context(self, t: Target) -> tuple[str, tuple[FileEntry, ...]]:
         k = (t.context, t.dockerfile)
         if k not in self._files:
-            rules = load_rules(t.context, t.dockerfile)
+            rules = load_rules(t.context, t.dockerfile, root=self.ws.root)
             self._files[k] = (rules.text, context_files(t.context, rules, self.stat_cache))
         return self._files[k]
 

@@ -30,6 +30,7 @@ rewrite them, rather than guessed: a guess that differs from Docker would make a
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -182,12 +183,20 @@ class IgnoreRules:
         return any(_could_match_below(p, below, depth) for p in self.patterns if p.exception)
 
 
-def load_rules(context: Path, dockerfile: Path) -> IgnoreRules:
+def load_rules(context: Path, dockerfile: Path, *, root: Path | None = None) -> IgnoreRules:
     """The rules Docker uses for this Dockerfile: ``<dockerfile>.dockerignore`` beside it if that
-    exists (it takes precedence), else ``<context>/.dockerignore``, else none."""
+    exists (it takes precedence), else ``<context>/.dockerignore``, else none.
+
+    With ``root`` (the workspace), an ignore file that is a symbolic link to a file outside it is an
+    error: what a build sends is decided by files of the workspace only (issue #14).
+    """
     for candidate in (dockerfile.with_name(dockerfile.name + ".dockerignore"), context / ".dockerignore"):
         try:
             data = candidate.read_bytes()
+            if root is not None and not _within(root, candidate):
+                raise DockerignoreError(
+                    f"{candidate} is a symbolic link to {os.path.realpath(candidate)}, outside the workspace {root}",
+                    hint="make the ignore file a regular file of the workspace")
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as e:
@@ -197,6 +206,11 @@ def load_rules(context: Path, dockerfile: Path) -> IgnoreRules:
         # Go reads bytes; undecodable bytes stay as surrogates and match os.scandir's names.
         return IgnoreRules.parse(data.decode("utf-8", "surrogateescape"), source=str(candidate))
     return IgnoreRules()
+
+
+def _within(root: Path, path: Path) -> bool:
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 def go_clean(path: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 from pathlib import Path
@@ -14,7 +13,8 @@ from imgbuild.model import Secret, Target, Workspace, WorkspaceConfig
 from imgbuild.spec.schemas import MEMO_FILE, remembered, validate
 from imgbuild.tags import TemplateError
 from imgbuild.tags import check as check_template
-from imgbuild.spec.workspace import BUILD_FILE, WORKSPACE_FILE, load_config, registry_names, string_pairs, unknown_hint
+from imgbuild.spec.workspace import (BUILD_FILE, WORKSPACE_FILE, inside_workspace, load_config, registry_names,
+                                     string_pairs, unknown_hint)
 from imgbuild.yamlsource import YamlDocument, load_yaml
 
 # Directories never searched for packages: VCS data, our own state, dependency trees.
@@ -154,6 +154,9 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
 
     secrets_raw, _ = pick("secrets", [])
     secrets = tuple(Secret(id=s["id"], src=s.get("src"), env=s.get("env")) for s in secrets_raw)
+    for i, s in enumerate(secrets):
+        if s.src is not None and not s.src.startswith(("/", "~")):
+            _inside(root, root / s.src, doc, pick("secrets")[1] + (i, "src"), "secret file")
     ids = [s.id for s in secrets]
     for s in secrets:
         if ids.count(s.id) > 1:
@@ -195,20 +198,13 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
 
 
 def _inside(root: Path, path: Path, doc: YamlDocument, key_path: tuple[str | int, ...], what: str) -> Path:
-    resolved = _normalized(str(root), str(path))
+    resolved = inside_workspace(root, path)
     if resolved is None:
-        raise doc.error(f"{what} {os.path.normpath(path)} is outside the workspace {root}", key_path,
+        real = os.path.realpath(path)
+        through = f" (through a symbolic link, to {real})" if real != os.path.normpath(path) else ""
+        raise doc.error(f"{what} {os.path.normpath(path)} is outside the workspace {root}{through}", key_path,
                         f"a {what} must be the package directory or inside the workspace", value=True)
     return resolved
-
-
-@functools.lru_cache(maxsize=None)
-def _normalized(root: str, path: str) -> Path | None:
-    # Cached and string-based: every app of a package shares these paths, and pathlib is slow.
-    norm = os.path.normpath(path)
-    if norm == root or norm.startswith(root.rstrip(os.sep) + os.sep):
-        return Path(norm)
-    return None
 
 
 def load(workspace_dir: Path | None, cwd: Path) -> tuple[Workspace, str]:

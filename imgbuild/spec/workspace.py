@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,25 @@ def find_root(start: Path) -> Path:
         f"no {WORKSPACE_FILE} found in {here} or any parent directory",
         hint=f"run imgbuild inside a workspace, pass --workspace DIR, or create {WORKSPACE_FILE} with `version: 1`",
     )
+
+
+def inside_workspace(root: Path, path: Path) -> Path | None:
+    """``path`` with ``..`` and symbolic links resolved, if that is inside the workspace ``root``; else None.
+
+    Resolved, not only normalised: a context that is a link to a directory elsewhere would send
+    files from outside the workspace to the build (issue #14).
+    """
+    return _resolved(str(root), str(path))
+
+
+@functools.lru_cache(maxsize=None)
+def _resolved(root: str, path: str) -> Path | None:
+    # Cached and string-based: every app of a package shares these paths, and pathlib is slow.
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return Path(real)
+    return None
 
 
 def string_pairs(value: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
@@ -49,6 +70,7 @@ def registry_names(section: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 def load_config(root: Path) -> tuple[WorkspaceConfig, YamlDocument]:
+    _resolved.cache_clear()  # links may have changed since a previous load in this process
     doc = load_yaml(root / WORKSPACE_FILE, WORKSPACE_FILE)
     if doc.data is None:
         raise SpecError("the file is empty", location=Location(file=WORKSPACE_FILE), hint="start it with `version: 1`")
@@ -134,6 +156,21 @@ def _check_references(config: WorkspaceConfig, doc: YamlDocument, defaults: dict
         if name not in known_regs:
             errors.append(doc.error(f"unknown registry {name!r}", ("release", "registries", i),
                                     unknown_hint(name, known_regs, "registries"), value=True))
+    # A store may live outside the workspace (a cache shared between checkouts), but only when its path
+    # says so: a relative path that leaves the workspace, through `..` or a symbolic link, is refused.
+    stores: list[tuple[tuple[str | int, ...], str | None]] = [
+        (("cache_policies", p.name, "path"), p.path) for p in config.cache_policies if p.backend == "local"]
+    written_history = doc.data.get("history") or {}
+    if written_history.get("backend") == "sqlite" and "path" in written_history:
+        stores.append((("history", "path"), written_history["path"]))
+    for key_path, path_text in stores:
+        if not path_text or path_text.startswith("/"):
+            continue
+        if inside_workspace(config.root, config.root / path_text) is None:
+            errors.append(doc.error(
+                f"{path_text} is outside the workspace {config.root}"
+                f" (it resolves to {os.path.realpath(config.root / path_text)})", key_path,
+                "write an absolute path for a store outside the workspace, or a path inside it", value=True))
     from imgbuild.tags import TemplateError, check
 
     for section, templates in (("defaults", config.defaults.tags), ("release", config.release.tags)):
