@@ -52,7 +52,13 @@ class Inputs:
     scheme: int = KEY_SCHEME
 
     def manifest(self) -> dict[str, Any]:
-        """JSON-ready and deterministic; stored with each cache entry to explain later rebuilds."""
+        """JSON-ready and deterministic; stored with each cache entry to explain later rebuilds.
+
+        File names that are not UTF-8 are shown escaped (``bad\\xffname``); the key hashes their bytes.
+        """
+        return self._document(shown_name)
+
+    def _document(self, name: Callable[[str], str]) -> dict[str, Any]:
         return {
             "scheme": self.scheme,
             "label": self.label,
@@ -63,7 +69,7 @@ class Inputs:
             "labels": dict(self.labels),
             "secrets": dict(self.secrets),
             "ignore_rules": self.ignore_rules,
-            "files": {f.path: [f.mode, f.digest] for f in self.files},
+            "files": {name(f.path): [f.mode, f.digest] for f in self.files},
             "deps": dict(self.deps),
             "bases": list(self.bases),
             "extra": dict(self.extra),
@@ -72,10 +78,15 @@ class Inputs:
     def key(self) -> str:
         # Neither the label nor where the Dockerfile lies is part of the key: two targets with the same
         # inputs build the same image, and moving a package does not invalidate it.
-        m = self.manifest()
+        m = self._document(lambda path: path)  # names as the OS gave them: canonical_json writes their bytes
         del m["label"]
         m["dockerfile"] = m["dockerfile"]["digest"]
         return sha256_text(canonical_json(m))
+
+
+def shown_name(path: str) -> str:
+    """A context path as text: bytes that are not UTF-8 escaped as ``\\xNN`` (``bad\\xffname``)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace") if not path.isprintable() else path
 
 
 def secret_identity(secret_id: str, value: bytes | None) -> str:
