@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from typing import Iterable
 
 from imgbuild.errors import LabelError
+
+MAX_NAME = 128  # app and target names (the specs' schema says so too): a registry tag's limit
+MAX_FILE_NAME = 255  # bytes in one file name on common Linux file systems
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _NAME_RE = re.compile(rf"^{_NAME}$")
@@ -104,6 +108,18 @@ class Pattern:
     @property
     def is_single_label(self) -> bool:
         return not self.recursive and self.name is not None
+
+
+def file_name(name: str, suffix: str = "") -> str:
+    """``name + suffix`` as one file name: as it is when it fits, else cut, with a hash of the whole
+    name so that it stays unique. Names made from labels (logs, cache directories) can be longer than
+    a file system allows although every part of the label is valid."""
+    if len((name + suffix).encode()) <= MAX_FILE_NAME:
+        return name + suffix
+    digest = hashlib.sha256(name.encode()).hexdigest()[:16]
+    keep = MAX_FILE_NAME - len(suffix.encode()) - len(digest) - 1
+    head = name.encode()[:keep].decode("utf-8", "ignore")
+    return f"{head}-{digest}{suffix}"
 
 
 def parse_patterns(texts: Iterable[str], *, current_package: str = "") -> tuple[Pattern, ...]:

@@ -23,6 +23,7 @@ from imgbuild.build.progress import Progress
 from imgbuild.build.request import BuildRequest, local_tag, plan_request
 from imgbuild.build.results import RunResult, TargetResult
 from imgbuild.git import GitInfo
+from imgbuild.labels import file_name
 from imgbuild.model import Target, Workspace
 from imgbuild.plan import Plan
 from imgbuild.scheduler import Event, Job, JobResult, Status, run_jobs
@@ -68,7 +69,7 @@ class Built:
 
 
 def log_path(logs_dir: Path, target: Target) -> Path:
-    return logs_dir / target.label.package / f"{target.label.name}.log"
+    return logs_dir / target.label.package / file_name(target.label.name, ".log")
 
 
 def local_tags(target: Target, ctx: TagContext) -> tuple[str, ...]:

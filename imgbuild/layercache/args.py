@@ -33,7 +33,7 @@ from typing import Callable, Collection
 
 from imgbuild import proc
 from imgbuild.build.builders import parse_driver
-from imgbuild.labels import Label
+from imgbuild.labels import Label, file_name
 from imgbuild.layercache.scope import LayerScope
 from imgbuild.model import CachePolicy
 
@@ -71,7 +71,7 @@ def scope_dir(local_dir: Path, scope: str, target: str) -> Path:
     One per target: BuildKit's local exporter replaces the directory's ``index.json``, so targets sharing
     a directory would overwrite each other's cache.
     """
-    return local_dir / scope / target
+    return local_dir / file_name(scope) / file_name(target)
 
 
 def local_dir_for(policy: CachePolicy, root: Path) -> Path | None:

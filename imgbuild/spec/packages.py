@@ -62,6 +62,10 @@ def _load_workspace(root: Path) -> Workspace:
     return Workspace(config=config, targets=targets, packages=tuple(packages))
 
 
+# Docker's limit for a repository name with its registry; the image alone gets 200 of it, so that a
+# registry URL of up to 54 characters always fits.
+MAX_REPOSITORY = 255
+MAX_IMAGE = 200
 _IMAGE_RE = re.compile(r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$")
 
 
@@ -122,6 +126,9 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
     if not _IMAGE_RE.match(image):
         raise doc.error(f"image name {image!r} (from the app/target name) is not a valid repository name",
                         where, "set `image:` to lowercase letters, digits and . _ - separators")
+    if len(image) > MAX_IMAGE:
+        raise doc.error(f"image name {image[:20]}...{image[-8:]} (from the app/target name) is {len(image)} "
+                        f"characters long; at most {MAX_IMAGE} are allowed", where, "set a shorter `image:`")
 
     deps: dict[str, Label] = {}
     dep_locations: dict[str, object] = {}
@@ -151,6 +158,11 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
                 rpath = rpath + (regs.index(name),)
             raise doc.error(f"unknown registry {name!r}", rpath, unknown_hint(name, known_regs, "registries"),
                             value=True)
+        repository = f"{config.registry(name).url}/{image}"
+        if len(repository) > MAX_REPOSITORY:
+            raise doc.error(f"{repository[:30]}...{repository[-8:]} is {len(repository)} characters long; Docker "
+                            f"allows at most {MAX_REPOSITORY} for a repository with its registry", where,
+                            "set a shorter `image:`")
 
     secrets_raw, _ = pick("secrets", [])
     secrets = tuple(Secret(id=s["id"], src=s.get("src"), env=s.get("env")) for s in secrets_raw)

@@ -271,6 +271,12 @@ def _to_spec_errors(doc: YamlDocument, err: Any) -> list[SpecError]:
         return [doc.error("the list has duplicate entries", path)]
     if v == "minLength":
         return [doc.error("must not be empty", path, value=True)]
+    if v == "maxLength" and isinstance(err.instance, str):
+        what = "name" if _is_property_name(err) else "value"
+        shown = f"{err.instance[:20]}...{err.instance[-8:]}"
+        where = path + (err.instance,) if what == "name" else path
+        return [doc.error(f"{what} {shown!r} is {len(err.instance)} characters long; at most {err.validator_value}"
+                          " are allowed", where, "shorten it" if what == "name" else None, value=what == "value")]
     return [doc.error(err.message, path)]
 
 
