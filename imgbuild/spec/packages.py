@@ -212,9 +212,9 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
 def _inside(root: Path, path: Path, doc: YamlDocument, key_path: tuple[str | int, ...], what: str) -> Path:
     resolved = inside_workspace(root, path)
     if resolved is None:
-        real = os.path.realpath(path)
-        through = f" (through a symbolic link, to {real})" if real != os.path.normpath(path) else ""
-        raise doc.error(f"{what} {os.path.normpath(path)} is outside the workspace {root}{through}", key_path,
+        real, norm = os.path.realpath(path), os.path.normpath(path)
+        shown = norm if real == norm else f"{path} (through a symbolic link, to {real})"
+        raise doc.error(f"{what} {shown} is outside the workspace {root}", key_path,
                         f"a {what} must be the package directory or inside the workspace", value=True)
     return resolved
 

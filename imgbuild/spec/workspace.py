@@ -39,12 +39,26 @@ def inside_workspace(root: Path, path: Path) -> Path | None:
 
 @functools.lru_cache(maxsize=None)
 def _resolved(root: str, path: str) -> Path | None:
-    # Cached and string-based: every app of a package shares these paths, and pathlib is slow.
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
+    # Not os.path.abspath for relative paths: it would drop `link/..` before the link is resolved.
+    real_root, real = _real(os.path.join(os.getcwd(), root)), _real(os.path.join(os.getcwd(), path))
     if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
         return Path(real)
     return None
+
+
+@functools.lru_cache(maxsize=None)
+def _real(path: str) -> str:
+    """``os.path.realpath(path)``, one directory at a time so that the packages of a workspace share
+    the work (one lstat per new path part instead of one per part of every path)."""
+    parent, name = os.path.split(path)
+    if parent == path:  # the file system root
+        return path
+    if name in ("", "."):
+        return _real(parent)
+    if name == "..":  # of where the parent really is, as the kernel does
+        return os.path.dirname(_real(parent))
+    here = os.path.join(_real(parent), name)
+    return os.path.realpath(here) if os.path.islink(here) else here
 
 
 def string_pairs(value: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
@@ -71,6 +85,7 @@ def registry_names(section: dict[str, Any]) -> tuple[str, ...] | None:
 
 def load_config(root: Path) -> tuple[WorkspaceConfig, YamlDocument]:
     _resolved.cache_clear()  # links may have changed since a previous load in this process
+    _real.cache_clear()
     doc = load_yaml(root / WORKSPACE_FILE, WORKSPACE_FILE)
     if doc.data is None:
         raise SpecError("the file is empty", location=Location(file=WORKSPACE_FILE), hint="start it with `version: 1`")

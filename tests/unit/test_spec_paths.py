@@ -34,8 +34,8 @@ def test_a_context_linked_to_a_directory_outside_is_refused(make_ws: WorkspaceFa
     (root / "pkg" / "ctx").symlink_to(outside)
     where, key, message = only_error(root)
     assert where == "pkg/BUILD.yaml:3:14" and key == ("apps", "svc", "context")
-    assert message == (f"context {root}/pkg/ctx is outside the workspace {root} "
-                       f"(through a symbolic link, to {outside})")
+    assert message == (f"context {root}/pkg/ctx (through a symbolic link, to {outside}) "
+                       f"is outside the workspace {root}")
 
 
 def test_a_dockerfile_linked_outside_is_refused(make_ws: WorkspaceFactory, outside: Path) -> None:
@@ -43,7 +43,8 @@ def test_a_dockerfile_linked_outside_is_refused(make_ws: WorkspaceFactory, outsi
     (root / "pkg" / "Dockerfile").symlink_to(outside / "Dockerfile")
     where, key, message = only_error(root)
     assert where == "pkg/BUILD.yaml:2:8" and key == ("apps", "svc")
-    assert message.startswith(f"dockerfile {root}/pkg/Dockerfile is outside the workspace")
+    assert message == (f"dockerfile {root}/pkg/Dockerfile (through a symbolic link, to {outside}/Dockerfile) "
+                       f"is outside the workspace {root}")
 
 
 def test_a_relative_secret_src_linked_outside_is_refused_an_explicit_one_is_not(
@@ -55,7 +56,7 @@ def test_a_relative_secret_src_linked_outside_is_refused_an_explicit_one_is_not(
     (root / "pkg" / "BUILD.yaml").write_text(build.replace("SRC", ".secrets/secret.txt"))
     where, key, message = only_error(root)
     assert where == "pkg/BUILD.yaml:5:22" and key == ("apps", "svc", "secrets", 1, "src")
-    assert message.startswith(f"secret file {root}/.secrets/secret.txt is outside the workspace")
+    assert message.startswith(f"secret file {root}/.secrets/secret.txt (through a symbolic link, to {outside}/")
 
 
 def test_links_that_stay_inside_the_workspace_are_fine(make_ws: WorkspaceFactory) -> None:
@@ -91,3 +92,12 @@ def test_a_dockerignore_linked_outside_is_not_read(make_ws: WorkspaceFactory, ou
         Hasher(ws, stat_cache=None, environ={}).compute(graph, [Label("pkg", "svc")])
     assert exc.value.message == (f"{root}/pkg/.dockerignore is a symbolic link to {os.path.realpath(outside)}"
                                  f"/.dockerignore, outside the workspace {root}")
+
+
+def test_dot_dot_after_a_link_is_taken_where_the_link_leads(make_ws: WorkspaceFactory, outside: Path) -> None:
+    # `lnk/..` is the directory above the link's target, as the kernel sees it, not the package directory
+    root = make_ws({"pkg/BUILD.yaml": "apps:\n  svc:\n    context: lnk/..\n", "pkg/Dockerfile": "FROM scratch\n"})
+    (root / "pkg" / "lnk").symlink_to(outside)
+    where, key, message = only_error(root)
+    assert where == "pkg/BUILD.yaml:3:14"
+    assert message.startswith(f"context {root}/pkg/lnk/.. (through a symbolic link, to {outside.parent}) is outside")
