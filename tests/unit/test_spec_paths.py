@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from imgbuild.cli import main
 from imgbuild.digest import Hasher
 from imgbuild.dockerignore import DockerignoreError
 from imgbuild.errors import SpecErrors
@@ -29,9 +30,12 @@ def only_error(root: Path) -> tuple[str, tuple[str | int, ...], str]:
     return str(err.location), err.key_path, err.message
 
 
-def test_a_context_linked_to_a_directory_outside_is_refused(make_ws: WorkspaceFactory, outside: Path) -> None:
+def test_a_context_linked_to_a_directory_outside_is_refused(make_ws: WorkspaceFactory, outside: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
     root = make_ws({"pkg/BUILD.yaml": "apps:\n  svc:\n    context: ctx\n", "pkg/Dockerfile": "FROM scratch\n"})
     (root / "pkg" / "ctx").symlink_to(outside)
+    assert main(["validate", "-w", str(root)]) == 2
+    assert "error: pkg/BUILD.yaml:3:14: apps -> svc -> context: context" in capsys.readouterr().err
     where, key, message = only_error(root)
     assert where == "pkg/BUILD.yaml:3:14" and key == ("apps", "svc", "context")
     assert message == (f"context {root}/pkg/ctx (through a symbolic link, to {outside}) "
