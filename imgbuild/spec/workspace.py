@@ -62,7 +62,8 @@ def _real(path: str) -> str:
 
 
 def string_pairs(value: dict[str, Any] | None) -> tuple[tuple[str, str], ...]:
-    """A YAML map of scalars as sorted (key, string) pairs; booleans as true/false like YAML wrote them."""
+    """A YAML map of scalars as sorted (key, string) pairs. Unquoted values are already the text written
+    (schemas.as_written); only an explicitly tagged ``!!bool`` is still a boolean, given as true/false."""
     if not value:
         return ()
     return tuple(sorted((str(k), _scalar(v)) for k, v in value.items()))

@@ -42,6 +42,9 @@ def test_a_context_file_named_in_bytes_builds_and_explains(tmp_path: Path, prefi
     assert run.code == 0 and "Traceback" not in run.err, run.err
     # (a glob: the engine's API takes a command as UTF-8 text, and the name is not)
     assert run_in_image(f"{prefix}-app:dev", "sh", "-c", "cat /ctx/bad*name") == "one\n"
+    for _ in range(2):  # cached, then answered by the no-op journal, which lists the context too
+        again = imgbuild("build", "//...", cwd=root)
+        assert again.code == 0 and "//app:app  cached" in again.err, again.err
     with open(bad, "wb") as f:
         f.write(b"two\n")
     run = imgbuild("plan", "--explain", "//...", cwd=root)
