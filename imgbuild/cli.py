@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 EPILOG = """exit status:
   0    success
   1    a build or push failed (or a target was skipped because its dependency failed);
+       check found a finding at or above --fail-on;
        release/promote refused because of the registries' or the work tree's state
   2    bad input: a spec error, an unknown label or pattern, a usage error, a bad version
   3    the container engine is not reachable
@@ -88,17 +89,19 @@ def _parser() -> argparse.ArgumentParser:
     sc.add_argument("--dry-run", action="store_true",
                     help="gc: list what would be deleted, and its size; delete nothing")
 
+    from imgbuild.commands.check import add_arguments as add_check_arguments
     from imgbuild.commands.ci import add_arguments as add_ci_arguments
     from imgbuild.commands.history import add_arguments as add_history_arguments
     from imgbuild.commands.release import add_arguments as add_release_arguments
 
+    add_check_arguments(sub, common)
     add_ci_arguments(sub, common)
     add_release_arguments(sub, common)
 
     add_history_arguments(sub, common)
 
     ss = sub.add_parser("schema", help="print a JSON Schema of a file format")
-    ss.add_argument("kind", nargs="?", choices=("workspace", "build", "report", "history-record"), default="build")
+    ss.add_argument("kind", nargs="?", choices=("workspace", "build", "report", "history-record", "check"), default="build")
     return p
 
 

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _DIRECTIVE = re.compile(r"^#\s*(\w+)\s*=\s*(\S+)\s*$")
-_HEREDOC = re.compile(r"<<-?\s*[\"']?([A-Za-z_][A-Za-z0-9_]*)[\"']?")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,43 +49,116 @@ class DockerfileError(Exception):
     pass
 
 
-def instructions(text: str) -> list[tuple[int, str, str]]:
-    """(line, INSTRUCTION, arguments) for each instruction; continuations joined, heredoc bodies skipped."""
+@dataclass(frozen=True, kw_only=True)
+class Instruction:
+    """One instruction as BuildKit's parser sees it: continuations joined, heredoc bodies attached."""
+
+    line: int  # first physical line, 1-based
+    end_line: int  # last physical line (a heredoc's terminator included)
+    keyword: str  # upper-cased: RUN, COPY, ONBUILD...
+    args: str  # everything after the keyword, continuations joined with a space
+    flags: tuple[str, ...] = ()  # leading --name[=value] words of FROM/RUN/COPY/ADD (--mount=..., --from=...)
+    body: str = ""  # args without those flags: the command, or the sources and destination
+    heredocs: tuple[str, ...] = ()  # bodies of <<EOF documents, in order
+
+    def flag(self, name: str) -> str | None:
+        """The value of ``--name=value`` (``""`` for a bare ``--name``), None when absent."""
+        for f in self.flags:
+            key, eq, value = f[2:].partition("=")
+            if key == name:
+                return value if eq else ""
+        return None
+
+    def flag_values(self, name: str) -> tuple[str, ...]:
+        return tuple(f[2:].partition("=")[2] for f in self.flags if f[2:].partition("=")[0] == name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """A Dockerfile's text as instructions, with its parser directives (``# syntax=``, ``# escape=``)."""
+
+    instructions: tuple[Instruction, ...]
+    directives: tuple[tuple[str, str], ...]
+    escape: str
+    lines: tuple[str, ...]  # the physical lines, for comments such as ``# imgbuild: ignore=CODE``
+
+
+# A heredoc marker: <<EOF, <<-EOF, <<"EOF", <<'EOF'; not a here-string (<<<) nor a shift ($((1<<2))).
+_HEREDOC_MARK = re.compile(r"(?<![<\d])<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2(?![<\w])")
+_FLAG = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(?:=(?:\"[^\"]*\"|'[^']*'|\S)*)?")
+_FLAGGED = frozenset({"FROM", "RUN", "COPY", "ADD"})
+
+
+def read(text: str) -> Source:
+    """Split a Dockerfile into instructions the way BuildKit's parser does; never raises.
+
+    Parser directives count only in the first lines, before any other comment, blank line or
+    instruction. Lines ending with the escape character continue the instruction; comment lines
+    and blank lines inside a continuation are dropped. ``RUN``/``COPY``/``ADD`` with ``<<WORD`` take
+    the following lines up to ``WORD`` as a heredoc body (``<<-`` strips leading tabs).
+    """
     escape = "\\"
-    lines = text.splitlines()
-    out: list[tuple[int, str, str]] = []
+    lines = tuple(text.splitlines())
+    out: list[Instruction] = []
+    directives: list[tuple[str, str]] = []
     i = 0
-    # Parser directives (# escape=`) are only honoured at the very top.
     while i < len(lines):
         m = _DIRECTIVE.match(lines[i])
         if not m:
             break
-        if m.group(1).lower() == "escape":
-            escape = m.group(2)
+        key, value = m.group(1).lower(), m.group(2)
+        directives.append((key, value))
+        if key == "escape" and value in ("\\", "`"):
+            escape = value
         i += 1
     while i < len(lines):
-        line = lines[i]
         start = i + 1
-        stripped = line.strip()
+        stripped = lines[i].strip()
         i += 1
         if not stripped or stripped.startswith("#"):
             continue
         parts = [stripped]
-        while parts[-1].endswith(escape) and i < len(lines):
-            parts[-1] = parts[-1][: -len(escape)]
+        more = stripped.endswith(escape)
+        while more and i < len(lines):
+            parts[-1] = parts[-1][: -len(escape)].rstrip() if parts[-1].endswith(escape) else parts[-1]
             nxt = lines[i].strip()
             i += 1
-            if nxt.startswith("#"):
-                continue
+            if nxt.startswith("#") or not nxt:
+                continue  # comment and empty lines inside a continuation are dropped, it goes on
             parts.append(nxt)
+            more = nxt.endswith(escape)
+        if parts[-1].endswith(escape):
+            parts[-1] = parts[-1][: -len(escape)].rstrip()  # a continuation at the end of the file
         full = " ".join(p for p in parts if p)
         word, _, rest = full.partition(" ")
-        for tag in _HEREDOC.findall(rest) if word.upper() in ("RUN", "COPY", "ADD") else []:
-            while i < len(lines) and lines[i].strip() != tag:
+        keyword = word.upper()
+        rest = rest.strip()
+        flags: list[str] = []
+        body = rest
+        if keyword in _FLAGGED:
+            while True:
+                fm = _FLAG.match(body)
+                if not fm:
+                    break
+                flags.append(fm.group(0))
+                body = body[fm.end():].lstrip()
+        docs: list[str] = []
+        if keyword in ("RUN", "COPY", "ADD"):
+            for dash, _, tag in _HEREDOC_MARK.findall(body):
+                doc: list[str] = []
+                while i < len(lines) and lines[i].strip() != tag:
+                    doc.append(lines[i].lstrip("\t") if dash else lines[i])
+                    i += 1
                 i += 1
-            i += 1
-        out.append((start, word.upper(), rest.strip()))
-    return out
+                docs.append("\n".join(doc))
+        out.append(Instruction(line=start, end_line=min(i, len(lines)), keyword=keyword, args=rest,
+                               flags=tuple(flags), body=body, heredocs=tuple(docs)))
+    return Source(instructions=tuple(out), directives=tuple(directives), escape=escape, lines=lines)
+
+
+def instructions(text: str) -> list[tuple[int, str, str]]:
+    """(line, INSTRUCTION, arguments) for each instruction; continuations joined, heredoc bodies skipped."""
+    return [(ins.line, ins.keyword, ins.args) for ins in read(text).instructions]
 
 
 def parse(path: Path) -> Dockerfile:

@@ -60,6 +60,7 @@ class Defaults:
     labels: Pairs = ()
     push: bool = False
     load: bool = True
+    check_ignore: tuple[str, ...] = ()  # advisor codes `imgbuild check` does not report (`check: {ignore: [...]}`)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +120,7 @@ class Target:
     labels: Pairs
     # Whether a build that asks for it leaves its image in the local engine (builders other than `docker`).
     load: bool = True
+    check_ignore: tuple[str, ...] = ()  # advisor codes not reported: defaults', app's and target's lists together
     # Where each deps entry is written, so an unknown or cyclic dependency is reported there.
     dep_locations: tuple[tuple[str, Location], ...] = field(default=(), compare=False)
 

@@ -18,8 +18,10 @@ from imgbuild.build.outputs import github_annotations, github_summary, write_jun
 from imgbuild.build.results import RunResult
 from imgbuild.ci import CIRun, detect
 from imgbuild.commands import load_graph
+from imgbuild.commands.check import FAIL_ON, fails, run_check
 from imgbuild.commands.build import exit_status, options_for, run_plan
-from imgbuild.labels import parse_patterns
+from imgbuild.graph import TargetGraph
+from imgbuild.labels import Label, parse_patterns
 from imgbuild.model import Workspace
 from imgbuild.plan import make_plan
 
@@ -40,6 +42,10 @@ def add_arguments(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("--junit", type=Path, default=Path("imgbuild-junit.xml"), metavar="FILE")
     p.add_argument("--pattern", action="append", default=[], metavar="PATTERN",
                    help="limit to these targets (default //...)")
+    p.add_argument("--check-fail-on", choices=FAIL_ON, default="never", metavar="LEVEL",
+                   help="run `imgbuild check` on the selected targets first and fail (exit 1, nothing built) when "
+                        "a finding at or above LEVEL exists: info, warning, error, never (default: report only)")
+    p.add_argument("--no-check", action="store_true", help="do not run `imgbuild check` on the selected targets")
 
 
 def should_push(ci: CIRun | None, git: gitinfo.GitInfo, mode: str | None, default_branch: str,
@@ -83,6 +89,11 @@ def main(args: argparse.Namespace) -> int:
     push = should_push(ci, git, args.push_mode, args.default_branch, environ)
     if fork:
         print("imgbuild ci: pull request from a fork: shared caches are read, never written", file=sys.stderr)
+    if selected and not args.no_check and _check(graph, selected, args.check_fail_on, environ):
+        print(f"imgbuild ci: check found a finding at or above {args.check_fail_on} (--check-fail-on); "
+              "nothing built", file=sys.stderr)
+        _write_outputs(None, args, ws, environ)
+        return 1
     if not selected:
         print("imgbuild ci: nothing to build", file=sys.stderr)
         _write_outputs(None, args, ws, environ)
@@ -106,3 +117,21 @@ def _write_outputs(result: RunResult | None, args: argparse.Namespace, ws: Works
                 fh.write(github_summary(res) + "\n")
         for line in github_annotations(res, ws):
             print(line)
+
+
+def _check(graph: TargetGraph, selected: set[Label], fail_on: str, environ: dict[str, str]) -> bool:
+    """Run the advisor on the selected targets: findings to stderr, and on GitHub Actions to the job summary
+    and as annotations. True when they fail the job under ``fail_on``."""
+    from imgbuild.advisor.output import github_annotations, github_summary, text
+
+    report = run_check(graph, [graph.target(lb) for lb in sorted(selected)], history=None)
+    if report.findings:
+        print(text(report), file=sys.stderr)
+    if environ.get("GITHUB_ACTIONS") == "true":
+        summary_path = environ.get("GITHUB_STEP_SUMMARY")
+        if summary_path:
+            with open(summary_path, "a", encoding="utf-8") as fh:
+                fh.write(github_summary(report) + "\n")
+        for line in github_annotations(report):
+            print(line)
+    return fails(report, fail_on)

@@ -206,6 +206,8 @@ def _resolve(config: WorkspaceConfig, pkg: str, doc: YamlDocument, app_name: str
         secrets=secrets,
         labels=merged("labels", config.defaults.labels),
         dep_locations=tuple(sorted(dep_locations.items())),  # type: ignore[arg-type]
+        check_ignore=tuple(sorted(set(config.defaults.check_ignore).union(
+            *((s.get("check") or {}).get("ignore", ()) for s in (app, tspec))))),
     )
 
 

@@ -26,6 +26,7 @@ SCHEMA_FILES = {
     "build": "build.schema.json",
     "report": "report.schema.json",
     "history-record": "history-record.schema.json",
+    "check": "check.schema.json",
 }
 _BASE_URI = "https://imgbuild.dev/specs/"
 

@@ -137,6 +137,7 @@ def load_config(root: Path) -> tuple[WorkspaceConfig, YamlDocument]:
         labels=string_pairs(d.get("labels")),
         push=d.get("push", False),
         load=d.get("load", True),
+        check_ignore=tuple(sorted(set((d.get("check") or {}).get("ignore", ())))),
     )
     r = data.get("release") or {}
     release = ReleaseConfig(tags=tuple(r.get("tags", ())), registries=tuple(r.get("registries", ())),
