@@ -76,6 +76,8 @@ def check_targets(ws: Workspace, targets: Iterable[Target], *, changed: dict[str
     files: dict[Path, bytes | None] = {}
     rules_of: dict[tuple[Path, Path, Path], tuple[list[Finding], object]] = {}
     walks: dict[tuple[Path, Path], ctx.ContextFacts] = {}
+    memo: dict[tuple[object, ...], tuple[list[Finding], dict[int, frozenset[str]]]] = {}
+    sources: dict[tuple[Path, str | None], tuple[str, ...]] = {}
     for t in targets:
         count += 1
         label = str(t.label)
@@ -91,12 +93,19 @@ def check_targets(ws: Workspace, targets: Iterable[Target], *, changed: dict[str
                                          f"{display} cannot be read", f"create {display} or fix `dockerfile:`")]
             comments: dict[int, frozenset[str]] = {}
         else:
-            values = dict(t.build_args) | {arg: str(dep) for arg, dep in t.deps}
-            found, comments = check_dockerfile(
-                data, file=display, stage=t.stage, values=values, changed=changed.get(label, frozenset()),
-                invalidate_every=t.cache in invalidate_every, context=t.context if t.context.is_dir() else None)
+            # Only which args have a value matters to the rules, so targets of one Dockerfile share the work.
+            has_value = frozenset(dict(t.build_args)) | frozenset(arg for arg, _ in t.deps)
+            mkey = (t.dockerfile, t.stage, has_value, changed.get(label, frozenset()), t.cache in invalidate_every,
+                   t.context)
+            if mkey not in memo:
+                memo[mkey] = check_dockerfile(
+                    data, file=display, stage=t.stage, values=dict.fromkeys(has_value, ""), changed=mkey[3],
+                    invalidate_every=bool(mkey[4]), context=t.context if t.context.is_dir() else None)
+            found, comments = memo[mkey]
             if data is not None and not any(f.code == "IB001" for f in found) and t.context.is_dir():
-                found += _context_findings(ws, t, display, data, rules_of, walks)
+                if (t.dockerfile, t.stage) not in sources:
+                    sources[t.dockerfile, t.stage] = _copy_sources(data, t.stage)
+                found = found + _context_findings(ws, t, sources[t.dockerfile, t.stage], rules_of, walks)
         for f in found:
             if f.code in t.check_ignore or (f.file == display and ignored_here(f, comments)):
                 ignored += 1
@@ -111,7 +120,7 @@ def check_targets(ws: Workspace, targets: Iterable[Target], *, changed: dict[str
                   ignored=ignored, targets=count)
 
 
-def _context_findings(ws: Workspace, t: Target, display: str, data: bytes,
+def _context_findings(ws: Workspace, t: Target, sources: tuple[str, ...],
                       rules_of: dict[tuple[Path, Path, Path], tuple[list[Finding], object]],
                       walks: dict[tuple[Path, Path], ctx.ContextFacts]) -> list[Finding]:
     package_dir = ws.root / t.spec_file.rpartition("/")[0] if "/" in t.spec_file else ws.root
@@ -124,7 +133,6 @@ def _context_findings(ws: Workspace, t: Target, display: str, data: bytes,
     out = [_at_target(f, t) for f in found]
     if rules is None:
         return out
-    sources = _copy_sources(data, t.stage)
     if "." in sources:
         return out
     wkey = (t.context, t.dockerfile)

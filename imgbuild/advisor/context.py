@@ -140,7 +140,8 @@ def size_finding(facts: ContextFacts, sources: tuple[str, ...], *, spec_file: st
     used = sum(size for path, size in facts.files if copied(path, sources))
     if facts.complete and used >= facts.total * MOSTLY_UNUSED:
         return None
-    unused_top = [name for name, _ in facts.by_top if not copied(name, sources)
+    # Only entries worth a line: at least 1% of what is sent.
+    unused_top = [name for name, size in facts.by_top if size * 100 >= facts.total and not copied(name, sources)
                   and not any(src.split("/")[0] == name or "*" in src.split("/")[0] for src in sources)]
     mb = facts.total / 1e6
     return Finding(
