@@ -98,7 +98,7 @@ def read(text: str) -> Source:
     the following lines up to ``WORD`` as a heredoc body (``<<-`` strips leading tabs).
     """
     escape = "\\"
-    lines = tuple(text.splitlines())
+    lines = tuple(text.replace("\r\n", "\n").split("\n"))  # BuildKit splits at \n only (not \x1e, \u2028...)
     out: list[Instruction] = []
     directives: list[tuple[str, str]] = []
     i = 0

@@ -15,6 +15,7 @@ from imgbuild import dockerfile
 from imgbuild.advisor import buildargs, context as ctx, copyorder, mounts, readable
 from imgbuild.advisor.findings import RULES, Finding, ignore_comments, ignored_here, severity_rank
 from imgbuild.advisor.stages import needed, split_stages
+from imgbuild.dockerignore import IgnoreRules
 from imgbuild.model import Target, Workspace
 
 
@@ -74,8 +75,8 @@ def check_targets(ws: Workspace, targets: Iterable[Target], *, changed: dict[str
     ignored = 0
     count = 0
     files: dict[Path, bytes | None] = {}
-    rules_of: dict[tuple[Path, Path, Path], tuple[list[Finding], object]] = {}
-    walks: dict[tuple[Path, Path], ctx.ContextFacts] = {}
+    rules_of: dict[tuple[Path, Path, Path], tuple[list[Finding], IgnoreRules | None]] = {}
+    walks: dict[tuple[Path, Path | None], ctx.ContextFacts] = {}
     memo: dict[tuple[object, ...], tuple[list[Finding], dict[int, frozenset[str]]]] = {}
     sources: dict[tuple[Path, str | None], tuple[str, ...]] = {}
     for t in targets:
@@ -121,8 +122,8 @@ def check_targets(ws: Workspace, targets: Iterable[Target], *, changed: dict[str
 
 
 def _context_findings(ws: Workspace, t: Target, sources: tuple[str, ...],
-                      rules_of: dict[tuple[Path, Path, Path], tuple[list[Finding], object]],
-                      walks: dict[tuple[Path, Path], ctx.ContextFacts]) -> list[Finding]:
+                      rules_of: dict[tuple[Path, Path, Path], tuple[list[Finding], IgnoreRules | None]],
+                      walks: dict[tuple[Path, Path | None], ctx.ContextFacts]) -> list[Finding]:
     package_dir = ws.root / t.spec_file.rpartition("/")[0] if "/" in t.spec_file else ws.root
     key = (t.context, t.dockerfile, package_dir)
     if key not in rules_of:
@@ -135,9 +136,9 @@ def _context_findings(ws: Workspace, t: Target, sources: tuple[str, ...],
         return out
     if "." in sources:
         return out
-    wkey = (t.context, t.dockerfile)
+    wkey = (t.context, ctx.ignore_file(t.context, t.dockerfile))  # one walk per context and ignore file
     if wkey not in walks:
-        walks[wkey] = ctx.walk(t.context, rules)  # type: ignore[arg-type]
+        walks[wkey] = ctx.walk(t.context, rules)
     big = ctx.size_finding(walks[wkey], sources, spec_file=t.spec_file, spec_line=t.location.line,
                            display=ws.relpath(t.context))
     return out + ([big] if big else [])

@@ -11,6 +11,7 @@ between them, and the install is the first command of its ``RUN`` (the rest stay
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import posixpath
 import shlex
@@ -94,7 +95,7 @@ def check(source: Source, file: str, stages: tuple[StageBlock, ...], context: Pa
     for st in stages:
         copies[st.index] = list(copies.get(st.parent, [])) if st.parent is not None else []
         fetched[st.index] = set(fetched.get(st.parent, set())) if st.parent is not None else set()
-        for pos, ins in enumerate(st.body):
+        for ins in st.body:
             c = copy_of(ins, st.index)
             if c is not None:
                 copies[st.index].append(c)
@@ -113,7 +114,9 @@ def check(source: Source, file: str, stages: tuple[StageBlock, ...], context: Pa
                 if hit is None or hit[0].ins.line in reported:
                     continue
                 reported.add(hit[0].ins.line)
-                out.append(_finding(source, file, st, hit[0], hit[1], ins, pos, dl, context))
+                before = [cp for cp in copies[st.index] if cp.ins.line < hit[0].ins.line]
+                out.append(_finding(source, file, st, hit[0], hit[1], ins, dl, context,
+                                    manifests_first=_copied_before(dl, before)))
                 break
     return out
 
@@ -133,8 +136,14 @@ def raw(source: Source, ins: Instruction) -> tuple[str, ...]:
     return tuple(source.lines[ins.line - 1: ins.end_line])
 
 
-def _finding(source: Source, file: str, st: StageBlock, cp: Copy, src: str, run: Instruction, run_pos: int,
-             dl: Download, context: Path | None) -> Finding:
+def _copied_before(dl: Download, earlier: list[Copy]) -> bool:
+    """Whether narrower copies before the broad one already brought every required manifest."""
+    names = [posixpath.basename(s) for cp in earlier for s in cp.sources if s != "."]
+    return bool(dl.manifests) and all(any(fnmatch.fnmatchcase(m, n) for n in names) for m in dl.manifests)
+
+
+def _finding(source: Source, file: str, st: StageBlock, cp: Copy, src: str, run: Instruction, dl: Download,
+             context: Path | None, *, manifests_first: bool) -> Finding:
     copy_text = f"{cp.ins.keyword} {cp.ins.args}"
     what = "the whole context" if src == "." else f"{src}/, which holds {', '.join(dl.manifests) or 'the manifests'}"
     message = f"{copy_text} copies {what} before `{dl.command}` (line {run.line})"
@@ -144,8 +153,9 @@ def _finding(source: Source, file: str, st: StageBlock, cp: Copy, src: str, run:
     exact = cp.stage == st.index and not any(i.keyword in _FILE_STEPS for i in between)
     flags = " ".join(f for f in cp.ins.flags if not f.startswith("--from"))
     run_flags = " ".join(run.flags)
-    if dl.kind == "packages":
-        fix = f"install the packages before copying the context: move line {run.line} above line {cp.ins.line}"
+    if dl.kind == "packages" or (manifests_first and dl.deps_command is None):
+        fix = (f"install before copying the context: move line {run.line} above line {cp.ins.line}"
+               + (" (the manifests are copied before it already)" if manifests_first else ""))
         moved = (*raw(source, run), *raw(source, cp.ins), *(x for i in between for x in raw(source, i))) \
             if exact else ()
         return Finding(code="IB101", file=file, line=cp.ins.line, instruction=copy_text, message=message, cost=cost,

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from imgbuild.advisor.check import check_dockerfile, check_targets
 from imgbuild.cli import main
@@ -281,3 +283,20 @@ def test_schema_command_prints_the_check_schema(capsys: pytest.CaptureFixture[st
     code, out, _ = run(capsys, "schema", "check")
     assert code == 0 and json.loads(out)["title"] == "imgbuild check report"
 
+
+
+_FRAGMENTS = ["FROM node:20 AS a", "FROM a", "FROM", "ARG GIT_SHA=1", "ARG", "COPY . .", "COPY --from=a / /",
+              "COPY [\"a\", \"b\"", "ADD https://x/y /y", "RUN npm ci", "RUN <<EOF", "RUN <<-X cat", "EOF", "X",
+              "RUN --mount=type=cache", "RUN pip install -r", "RUN go build && cargo build", "WORKDIR /a",
+              "ONBUILD RUN npm ci", "# escape=`", "# syntax=x", "# imgbuild: ignore=IB101", "\\", "`", "",
+              "RUN echo $GIT_SHA \\", "ENV A=$GIT_SHA", "RUN \"unterminated", "COPY", "RUN xargs apk add < p.txt"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.sampled_from(_FRAGMENTS), st.text(max_size=30)), max_size=25),
+       st.sampled_from([None, "a", "zz"]))
+def test_no_dockerfile_text_makes_the_advisor_raise(lines: list[str], stage: str | None) -> None:
+    text = "\n".join(lines)
+    found, _ = check_dockerfile(text.encode("utf-8", "surrogatepass"), file="Dockerfile", stage=stage,
+                                values={"GIT_SHA": "1"})
+    assert all(0 <= f.line <= text.count("\n") + 1 for f in found)
