@@ -166,7 +166,8 @@ def _finding(source: Source, file: str, st: StageBlock, cp: Copy, src: str, run:
     install = dl.deps_command or (first if first is not None else None)
     fix = "copy the manifest and lock files first, install, then copy the rest"
     if install is None or not exact:
-        step = f"RUN {run_flags + ' ' if run_flags else ''}{dl.deps_command or dl.command}"
+        cd = f"cd {dl.subdir} && " if dl.subdir else ""
+        step = f"RUN {run_flags + ' ' if run_flags else ''}{cd}{dl.deps_command or dl.command}"
         return Finding(code="IB101", file=file, line=cp.ins.line, instruction=copy_text, message=message, cost=cost,
                        fix=f"{fix}: put these lines before line {cp.ins.line}"
                            + ("" if dl.deps_command else f" and take `{dl.command}` out of line {run.line}"),
@@ -174,6 +175,8 @@ def _finding(source: Source, file: str, st: StageBlock, cp: Copy, src: str, run:
     lines: list[str] = list(manifest_copies)
     for i in between:
         lines.extend(raw(source, i))
+    if dl.deps_command and dl.subdir:
+        install = f"cd {dl.subdir} && {install}"
     lines.append(f"RUN {run_flags + ' ' if run_flags else ''}{install}")
     lines.extend(raw(source, cp.ins))
     if dl.deps_command:
@@ -186,7 +189,7 @@ def _finding(source: Source, file: str, st: StageBlock, cp: Copy, src: str, run:
 
 
 def _manifest_copies(dl: Download, src: str, dest: str, flags: str, context: Path | None) -> list[str]:
-    base = "" if src == "." else src + "/"
+    base = ("" if src == "." else src + "/") + (dl.subdir + "/" if dl.subdir else "")
     if context is not None:
         present = [m for m in dl.manifests + dl.optional if (context / base / m).exists()]
         names = list(dict.fromkeys([*dl.manifests, *present]))
@@ -198,6 +201,7 @@ def _manifest_copies(dl: Download, src: str, dest: str, flags: str, context: Pat
         dirs = []
     files = [n for n in names if n not in dirs]
     d = dest if dest.endswith("/") else ("./" if dest == "." else dest + "/")
+    d += dl.subdir + "/" if dl.subdir else ""
     pre = f"COPY {flags} " if flags else "COPY "
     out = [f"{pre}{' '.join(base + f for f in files)} {d}"] if files else []
     out.extend(f"{pre}{base}{x} {d}{x}/" for x in dirs)
@@ -209,6 +213,10 @@ def _split_first(run: Instruction, dl: Download) -> tuple[str | None, str]:
     if run.heredocs or run.body.startswith("["):
         return None, ""
     parts = [p.strip() for p in run.body.split("&&")]
-    if parts and parts[0] == dl.command.strip():
-        return parts[0], " && ".join(parts[1:])
+    k = 0
+    while k < len(parts) and parts[k].startswith("cd "):
+        k += 1  # leading `cd DIR`s: kept with the install and, as each RUN starts afresh, with the rest
+    if k < len(parts) and parts[k] == dl.command.strip():
+        rest = parts[k + 1:]
+        return " && ".join(parts[:k + 1]), " && ".join(parts[:k] + rest) if rest else ""
     return None, ""

@@ -17,6 +17,8 @@ The table errs on the side of silence: a command it does not know is not a depen
 
 from __future__ import annotations
 
+import dataclasses
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ class Download:
     optional: tuple[str, ...] = ()  # lock files and the like, copied when they exist
     deps_command: str | None = None  # for `build` (and installs that also install the project): deps only
     cache_targets: tuple[str, ...] = ()  # where its download cache lives, for RUN --mount=type=cache
+    subdir: str = ""  # a relative directory the RUN `cd`s into before it: the manifests are there
 
 
 COMMAND_SEPARATORS = re.compile(r"\s*(?:&&|\|\||;|\||\n)\s*")
@@ -46,6 +49,7 @@ GRADLE_FILES = ("settings.gradle", "settings.gradle.kts", "build.gradle", "build
 def downloads(command_text: str) -> list[Download]:
     """Every dependency download in a RUN step's shell text (heredoc bodies included), in order."""
     out: list[Download] = []
+    subdir = ""
     for simple in COMMAND_SEPARATORS.split(command_text):
         simple = simple.strip().strip("()").strip()
         if not simple:
@@ -54,13 +58,19 @@ def downloads(command_text: str) -> list[Download]:
             words = shlex.split(simple, comments=True)
         except ValueError:
             words = simple.split()
-        while words and (words[0] in _PREFIXES or _ASSIGN.match(words[0]) or words[0].startswith("-")):
+        while words and (words[0] in _PREFIXES or _ASSIGN.match(words[0])):
             words = words[1:]
         if not words:
             continue
+        if words[0] == "cd" and len(words) == 2:
+            target = words[1]
+            relative = not target.startswith(("/", "$", "~", "-")) and ".." not in target.split("/")
+            subdir = posixpath.normpath(posixpath.join(subdir, target)) if relative else ""
+            subdir = "" if subdir == "." else subdir
+            continue
         found = _match(words, simple)
         if found is not None:
-            out.append(found)
+            out.append(dataclasses.replace(found, subdir=subdir) if subdir else found)
     return out
 
 
@@ -115,7 +125,8 @@ def _match(words: list[str], simple: str) -> Download | None:
         if verb == "mod" and "download" in args:
             return Download(ecosystem="go", kind="install", command=simple, manifests=("go.mod",),
                             optional=("go.sum",), cache_targets=("/go/pkg/mod",))
-        if verb in ("build", "install", "test", "vet", "generate") and not any("@" in a for a in args):
+        vendored = any(a in ("-mod=vendor", "-mod", "vendor") for a in args)  # no download: modules are in vendor/
+        if verb in ("build", "install", "test", "vet", "generate") and not vendored and not any("@" in a for a in args):
             return Download(ecosystem="go", kind="build", command=simple, manifests=("go.mod",), optional=("go.sum",),
                             deps_command="go mod download", cache_targets=("/go/pkg/mod", "/root/.cache/go-build"))
     if prog == "cargo":

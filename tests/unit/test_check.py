@@ -300,3 +300,28 @@ def test_no_dockerfile_text_makes_the_advisor_raise(lines: list[str], stage: str
     found, _ = check_dockerfile(text.encode("utf-8", "surrogatepass"), file="Dockerfile", stage=stage,
                                 values={"GIT_SHA": "1"})
     assert all(0 <= f.line <= text.count("\n") + 1 for f in found)
+
+
+def test_an_install_in_a_subdirectory_keeps_its_cd() -> None:
+    found, _ = check_dockerfile(b"FROM golang:1.22\nCOPY . .\nRUN cd svc && go build ./...\n", file="Dockerfile",
+                                stage=None)
+    ib101 = next(f for f in found if f.code == "IB101")
+    assert ib101.fix_lines == ("COPY svc/go.mod svc/go.sum ./svc/", "RUN cd svc && go mod download", "COPY . .",
+                               "RUN cd svc && go build ./...")
+
+
+def test_an_unreadable_dockerignore_and_a_parent_context(make_ws: WorkspaceFactory) -> None:
+    root = make_ws({
+        "team/BUILD.yaml": "apps: {x: {}}\n",
+        "team/Dockerfile": "FROM busybox\n",
+        "team/svc/BUILD.yaml": "apps:\n  svc:\n    context: ..\n    dockerfile: Dockerfile\n",
+        "team/svc/Dockerfile": "FROM busybox\nCOPY svc/app /app\n",
+        "team/svc/app": "x\n",
+    })
+    ws = load_workspace(root)
+    (r,) = check_targets(ws, [t for t in ws.targets.values() if t.app == "svc"]).findings
+    assert (r.finding.code, r.finding.file, r.finding.line) == ("IB103", "team/svc/BUILD.yaml", 2)
+    assert "team, a parent of the target's package" in r.finding.message
+    (root / "team" / ".dockerignore").write_text("# fine\n!\n")
+    (r,) = check_targets(ws, [t for t in ws.targets.values() if t.app == "svc"]).findings
+    assert (r.finding.code, r.finding.file, r.finding.line) == ("IB001", "team/.dockerignore", 2)
