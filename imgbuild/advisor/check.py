@@ -8,12 +8,12 @@ targets share them, and groups a finding that several targets share into one.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from imgbuild import dockerfile
 from imgbuild.advisor import buildargs, context as ctx, copyorder, mounts, readable
-from imgbuild.advisor.findings import RULES, Finding, ignore_comments, ignored_here, severity_rank
+from imgbuild.advisor.findings import RULES, SEVERITIES, Finding, ignore_comments, ignored_here, severity_rank
 from imgbuild.advisor.stages import needed, split_stages
 from imgbuild.dockerignore import IgnoreRules
 from imgbuild.model import Target, Workspace
@@ -56,14 +56,14 @@ class Report:
     targets: int  # targets checked
 
     def counts(self) -> dict[str, int]:
-        out = {s: 0 for s in ("error", "warning", "info")}
+        out = {s: 0 for s in reversed(SEVERITIES)}
         for r in self.findings:
             out[r.finding.severity] += 1
         return out
 
     def worst(self) -> str | None:
         ranks = [severity_rank(r.finding.severity) for r in self.findings]
-        return ("info", "warning", "error")[max(ranks)] if ranks else None
+        return SEVERITIES[max(ranks)] if ranks else None
 
 
 def check_targets(ws: Workspace, targets: Iterable[Target], *, changed: dict[str, frozenset[str]] | None = None,
@@ -103,7 +103,7 @@ def check_targets(ws: Workspace, targets: Iterable[Target], *, changed: dict[str
                     data, file=display, stage=t.stage, values=dict.fromkeys(has_value, ""), changed=mkey[3],
                     invalidate_every=bool(mkey[4]), context=t.context if t.context.is_dir() else None)
             found, comments = memo[mkey]
-            if data is not None and not any(f.code == "IB001" for f in found) and t.context.is_dir():
+            if not any(f.code == "IB001" for f in found) and t.context.is_dir():
                 if (t.dockerfile, t.stage) not in sources:
                     sources[t.dockerfile, t.stage] = _copy_sources(data, t.stage)
                 found = found + _context_findings(ws, t, sources[t.dockerfile, t.stage], rules_of, walks)
@@ -132,9 +132,7 @@ def _context_findings(ws: Workspace, t: Target, sources: tuple[str, ...],
             spec_line=t.location.line, display=ws.relpath(t.context), relpath=ws.relpath)
     found, rules = rules_of[key]
     out = [_at_target(f, t) for f in found]
-    if rules is None:
-        return out
-    if "." in sources:
+    if rules is None or "." in sources:  # unreadable rules; or everything is copied
         return out
     wkey = (t.context, ctx.ignore_file(t.context, t.dockerfile))  # one walk per context and ignore file
     if wkey not in walks:
@@ -148,8 +146,6 @@ def _at_target(f: Finding, t: Target) -> Finding:
     """IB103 and IB105 point at the spec that sets the context: the target's own line there."""
     if f.code not in ("IB103", "IB105") or f.file != t.spec_file:
         return f
-    from dataclasses import replace
-
     return replace(f, line=t.location.line)
 
 
