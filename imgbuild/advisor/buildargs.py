@@ -96,7 +96,7 @@ def _finding(source: Source, file: str, st: StageBlock, arg: Instruction, pos: i
         return None
     steps = ", ".join(str(i.line) for i in paying[:5]) + (" ..." if len(paying) > 5 else "")
     message = (f"ARG {name} is declared at line {arg.line} ({why}); {len(paying)} RUN step(s) after it do not use it "
-               f"(lines {steps})")
+               f"(line{'s' if len(paying) > 1 else ''} {steps})")
     cost = f"every new value of {name} reruns {len(paying)} RUN step(s) that do not need it, and everything after them"
     moved = [decl, *(line for i in carried for line in source.lines[i.line - 1: i.end_line])]
     if use is None:
