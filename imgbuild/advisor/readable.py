@@ -25,7 +25,8 @@ def unreadable(file: str, line: int, instruction: str, message: str, fix: str) -
 
 
 def problems(source: Source, file: str, stage: str | None) -> list[Finding]:
-    """Unknown instructions, instructions before the first FROM, a missing FROM or stage."""
+    """The first of: an unknown instruction, an instruction before the first FROM, FROM without an image;
+    else a missing FROM or stage. Empty when BuildKit can read the file."""
     out: list[Finding] = []
     seen_from = False
     stages: list[str] = []
@@ -50,4 +51,4 @@ def problems(source: Source, file: str, stage: str | None) -> list[Finding]:
     if seen_from and stage is not None and stage.lower() not in stages and not out:
         out.append(unreadable(file, 1, "", f"stage {stage!r} is not in the file",
                               f"name a stage of the file ({', '.join(stages) or 'none is named'}) as `stage:`"))
-    return out
+    return out[:1]  # BuildKit stops at the first: so does the report, and the file is one finding

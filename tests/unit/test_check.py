@@ -325,3 +325,7 @@ def test_an_unreadable_dockerignore_and_a_parent_context(make_ws: WorkspaceFacto
     (root / "team" / ".dockerignore").write_text("# fine\n!\n")
     (r,) = check_targets(ws, [t for t in ws.targets.values() if t.app == "svc"]).findings
     assert (r.finding.code, r.finding.file, r.finding.line) == ("IB001", "team/.dockerignore", 2)
+
+
+def test_an_unreadable_file_is_one_finding_at_the_first_problem() -> None:
+    assert codes("FROM busybox\nFOO a\nBAR b\nRUNN c\n") == [("IB001", 2)]
