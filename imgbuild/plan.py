@@ -89,4 +89,5 @@ def target_dict(t: Target, ws: Workspace) -> dict[str, Any]:
         "platforms": list(t.platforms),
         "secrets": [s.id for s in t.secrets],
         "labels": dict(t.labels),
+        "check": {"ignore": list(t.check_ignore)},
     }

@@ -42,7 +42,8 @@ def ignore_file(context: Path, dockerfile: Path) -> Path | None:
 
 
 def ignore_findings(*, context: Path, dockerfile: Path, root: Path, package_dir: Path, spec_file: str,
-                    spec_line: int, display: str, relpath: Callable[[Path], str]) -> tuple[list[Finding], IgnoreRules | None]:
+                    spec_line: int, display: str,
+                    relpath: Callable[[Path], str]) -> tuple[list[Finding], IgnoreRules | None]:
     """IB103/IB104 for a context at the workspace root or above the target's package; and the rules."""
     try:
         rules = load_rules(context, dockerfile)

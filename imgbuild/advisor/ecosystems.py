@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, kw_only=True)
 class Download:
-    ecosystem: str  # npm | yarn | pnpm | pip | poetry | uv | pipenv | bundler | go | cargo | maven | gradle | composer | apt | apk
+    # npm | yarn | pnpm | pip | poetry | uv | pipenv | bundler | go | cargo | maven | gradle | composer | apt | apk
+    ecosystem: str
     kind: str  # install | build | packages
     command: str  # the simple command as written
     manifests: tuple[str, ...]  # context-relative files it reads; the first ones are required, see `optional`

@@ -189,10 +189,12 @@ def test_a_large_context_mostly_not_copied(make_ws: WorkspaceFactory) -> None:
 
 # -- ignores ---------------------------------------------------------------------------------------------------
 
-def test_ignore_comments_and_spec_ignore_lists(make_ws: WorkspaceFactory) -> None:
+def test_ignore_comments_and_spec_ignore_lists(make_ws: WorkspaceFactory,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
     root = make_ws({
         "imgbuild.yaml": "version: 1\ndefaults:\n  check: {ignore: [IB201]}\n",
-        "a/BUILD.yaml": "apps:\n  a:\n    targets:\n      one: {stage: one}\n      two: {stage: two, check: {ignore: [IB102]}}\n",
+        "a/BUILD.yaml": ("apps:\n  a:\n    targets:\n      one: {stage: one}\n"
+                         "      two: {stage: two, check: {ignore: [IB102]}}\n"),
         "a/Dockerfile": ("FROM node:20 AS one\n# imgbuild: ignore=IB101\nCOPY . .\nRUN npm ci\n"
                          "FROM busybox AS two\nARG GIT_SHA=1\nRUN echo x\n"),
         "b/BUILD.yaml": "apps:\n  b: {}\n",
@@ -203,6 +205,8 @@ def test_ignore_comments_and_spec_ignore_lists(make_ws: WorkspaceFactory) -> Non
     assert [(r.finding.file, r.finding.code, r.finding.line) for r in report.findings] == [("b/Dockerfile", "IB101", 2)]
     assert report.ignored == 5  # a: IB101 (comment), IB201 (defaults), IB102 (target); b: IB201, IB102 (comment)
     assert ws.targets[next(lb for lb in ws.targets if lb.name == "two")].check_ignore == ("IB102", "IB201")
+    code = main(["plan", "-w", str(root), "//a:two", "--json"])
+    assert code == 0 and json.loads(capsys.readouterr().out)["targets"][0]["check"] == {"ignore": ["IB102", "IB201"]}
 
 
 def test_a_bad_ignore_code_is_a_spec_error(make_ws: WorkspaceFactory, capsys: pytest.CaptureFixture[str]) -> None:
