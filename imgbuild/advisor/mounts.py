@@ -29,7 +29,8 @@ def check(file: str, stages: tuple[StageBlock, ...]) -> list[Finding]:
             body = ins.body.replace(" --no-cache-dir", "") if "pip" in names else ins.body
             flags = " ".join((mounts, *ins.flags))
             fix = (f"mount the download cache" + (" (and drop --no-cache-dir)" if body != ins.body else "")
-                   + f"; line {ins.line} becomes:")
+                   + (f"; line {ins.line} becomes:" if ins.end_line == ins.line or ins.heredocs
+                      else f"; lines {ins.line}-{ins.end_line} become:"))
             out.append(Finding(
                 code="IB201", file=file, line=ins.line, instruction=f"RUN {ins.args}"[:200],
                 message=f"{names} downloads in this step start from nothing each time it runs",
