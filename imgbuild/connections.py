@@ -8,18 +8,63 @@ the same registry simply holds two.
 
 A request on a kept-alive connection that the server closed in the meantime (its idle timeout) fails
 before any answer; it is sent again once on a new connection, if its body can be sent again.
+
+Requests go through the proxy ``HTTPS_PROXY``/``HTTP_PROXY`` name, unless ``NO_PROXY`` exempts the host
+(:mod:`imgbuild.proxies`): ``CONNECT`` tunnels for TLS registries, absolute URIs for plain-HTTP ones.
+
+Errors are :class:`RegistryError` with what a retry decision needs (whether trying again can help, the
+status, the server's ``Retry-After``), so nothing downstream has to read the message text.
 """
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import threading
+import time
 import urllib.parse
-from typing import IO, Callable
+from typing import IO, Callable, Mapping
+
+from imgbuild.proxies import Proxy, ProxyError, ProxySettings
+
+RETRY_AFTER_CAP = 60.0  # seconds: a registry asking for longer is not waited for that long
 
 
 class RegistryError(Exception):
-    """A registry refused, failed or could not be reached (the message says which and why)."""
+    """A registry refused, failed or could not be reached (the message says which and why).
+
+    ``transient``: trying again later can succeed (the connection failed or dropped; HTTP 408, 429 or a
+    5xx other than 501/505). ``status`` is the HTTP status when there was one; ``retry_after`` the seconds
+    the server asked to wait (capped at :data:`RETRY_AFTER_CAP`).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, transient: bool | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient_status(status) if transient is None else transient
+        self.retry_after = retry_after
+
+
+def transient_status(status: int | None) -> bool:
+    """Whether an HTTP status can turn into success by asking again later."""
+    return status is not None and (status in (408, 429) or (500 <= status < 600 and status not in (501, 505)))
+
+
+def retry_after(headers: Mapping[str, str], *, now: float | None = None) -> float | None:
+    """The wait a ``Retry-After`` header asks for (seconds or an HTTP date), capped; None without one."""
+    value = headers.get("retry-after", "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), RETRY_AFTER_CAP)
 
 
 _Key = tuple[str, str]  # (scheme, host[:port])
@@ -39,7 +84,10 @@ class Opened:
         self._on_close = on_close
 
     def read(self) -> bytes:
-        return self.stream.read() if self.stream is not None else b""
+        try:
+            return self.stream.read() if self.stream is not None else b""
+        except (OSError, http.client.HTTPException) as exc:  # the connection dropped half-way
+            raise RegistryError(f"reading a response: {exc or type(exc).__name__}", transient=True) from None
 
     def close(self) -> None:
         if self._on_close is not None:
@@ -56,18 +104,31 @@ Send = Callable[[str, str, dict[str, str], "bytes | IO[bytes] | None"], Opened]
 class Connections:
     """A pool of kept-alive connections; :meth:`send` is a :data:`Send`. Redirects are not followed."""
 
-    def __init__(self, timeout: float = 60.0) -> None:
+    def __init__(self, timeout: float = 60.0, *, environ: Mapping[str, str] | None = None) -> None:
         self.timeout = timeout
+        try:
+            self.proxies = ProxySettings.from_environ(environ)
+            self._proxy_problem = ""
+        except ProxyError as exc:  # said on the first request, where it can fail a push with a clear message
+            self.proxies, self._proxy_problem = ProxySettings(), str(exc)
         self._idle: dict[_Key, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
 
     def send(self, method: str, url: str, headers: dict[str, str], data: bytes | IO[bytes] | None) -> Opened:
+        if self._proxy_problem:
+            raise RegistryError(self._proxy_problem)
         parts = urllib.parse.urlsplit(url)
         key = (parts.scheme, parts.netloc)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        proxy = self.proxies.for_url(parts.scheme, parts.netloc)
+        if proxy is not None and parts.scheme == "http":
+            target = f"http://{parts.netloc}{target}"  # through a proxy, a plain-HTTP request names its URL
+            if proxy.authorization:
+                headers = {**headers, "Proxy-Authorization": proxy.authorization}
+        via = f" (through the proxy {proxy.netloc})" if proxy else ""
         start = data.tell() if _rewindable(data) else None  # type: ignore[union-attr]
         while True:
-            conn, reused = self._take(key)
+            conn, reused = self._take(key, proxy)
             try:
                 conn.request(method, target, body=data, headers=headers)
                 resp = conn.getresponse()
@@ -77,10 +138,14 @@ class Connections:
                     if start is not None:
                         data.seek(start)  # type: ignore[union-attr]
                     continue  # the server had closed this idle connection: once more on a new one
-                raise RegistryError(f"{parts.netloc}: {exc or type(exc).__name__}") from None
+                raise RegistryError(f"{parts.netloc}{via}: {exc or type(exc).__name__}", transient=True) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                raise RegistryError(f"{parts.netloc}: {exc or type(exc).__name__}") from None
+                # A proxy that refuses the CONNECT (http.client says "Tunnel connection failed: 407 ...")
+                # is not a dropped connection: asking again will not change its mind.
+                refused = isinstance(exc, OSError) and str(exc).startswith("Tunnel connection failed")
+                raise RegistryError(f"{parts.netloc}{via}: {exc or type(exc).__name__}",
+                                    transient=not refused) from None
             return Opened(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp,
                           on_close=lambda: self._give_back(key, conn, resp))
 
@@ -94,18 +159,24 @@ class Connections:
 
     __del__ = close  # a pool dropped by its owner closes its connections rather than leaving them to the GC
 
-    def _take(self, key: _Key) -> tuple[http.client.HTTPConnection, bool]:
+    def _take(self, key: _Key, proxy: Proxy | None) -> tuple[http.client.HTTPConnection, bool]:
         with self._lock:
             idle = self._idle.get(key)
             if idle:
                 return idle.pop(), True
         scheme, host = key
+        conn: http.client.HTTPConnection
         if scheme == "https":
             import ssl  # only for TLS registries: ~10 ms
 
-            return http.client.HTTPSConnection(host, timeout=self.timeout, blocksize=_BLOCK,
-                                               context=ssl.create_default_context()), False
-        return http.client.HTTPConnection(host, timeout=self.timeout, blocksize=_BLOCK), False
+            conn = http.client.HTTPSConnection(proxy.netloc if proxy else host, timeout=self.timeout,
+                                               blocksize=_BLOCK, context=ssl.create_default_context())
+            if proxy is not None:
+                tunnel = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else None
+                conn.set_tunnel(host, headers=tunnel)  # CONNECT host:port, then TLS with the registry itself
+            return conn, False
+        return http.client.HTTPConnection(proxy.netloc if proxy else host, timeout=self.timeout,
+                                          blocksize=_BLOCK), False
 
     def _give_back(self, key: _Key, conn: http.client.HTTPConnection, resp: http.client.HTTPResponse) -> None:
         """Keep ``conn`` for the next request once ``resp`` is read to its end; close it otherwise."""

@@ -1,4 +1,4 @@
-"""The one place imgbuild starts processes (git, and the docker CLI for builds).
+"""The one place imgbuild starts processes (git, the docker CLI, docker-credential-* helpers).
 
 Builds run in their own session (process group) so that stopping imgbuild stops the whole build tree,
 ``docker`` and its ``docker-buildx`` plugin included: no orphaned build processes (issue #3).
@@ -36,10 +36,12 @@ def run(argv: Sequence[str], *, cwd: Path | None = None, env: dict[str, str] | N
     return proc.stdout
 
 
-def run_unchecked(argv: Sequence[str], *, cwd: Path | None = None, timeout: float = 120.0) -> tuple[int, str, str]:
-    """Run a short command; its exit status, stdout and stderr (a missing program is status 127)."""
+def run_unchecked(argv: Sequence[str], *, cwd: Path | None = None, timeout: float = 120.0,
+                  input: str | None = None) -> tuple[int, str, str]:
+    """Run a short command (``input`` on its stdin); its exit status, stdout and stderr (a missing program is
+    status 127)."""
     try:
-        proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(list(argv), cwd=cwd, capture_output=True, text=True, timeout=timeout, input=input)
     except FileNotFoundError:
         return 127, "", f"{argv[0]}: command not found"
     except subprocess.TimeoutExpired:

@@ -21,10 +21,24 @@ from imgbuild.registry import Reference, RegistryClient, RegistryError
 # this machine, and each image's blobs go at once on the copier's own threads.
 PUSH_PARALLELISM = 16
 
-# Registry or network trouble worth another try; anything else (denied, unknown, invalid) is final.
-_TRANSIENT = re.compile(
-    r"(connection (reset|refused)|broken pipe|EOF|timeout|timed out|TLS handshake|i/o timeout|"
-    r"50[0234]|Service Unavailable|Bad Gateway|too many requests|429|no route to host)", re.IGNORECASE)
+# `docker push` says what went wrong only in text. Its network and server failures worth another try, by
+# the phrases Go's net/http and the engine print; anything else (denied, unknown, invalid) is final.
+_DOCKER_TRANSIENT = re.compile(
+    r"connection reset|connection refused|broken pipe|\bEOF\b|i/o timeout|TLS handshake timeout|"
+    r"timeout awaiting response headers|no route to host|server closed idle connection|"
+    r"\b(500 Internal Server Error|502 Bad Gateway|503 Service Unavailable|504 Gateway Timeout|"
+    r"429 Too Many Requests)\b|\btoomanyrequests\b", re.IGNORECASE)
+# Words that name a place rather than say what happened: URLs, host:port, references, addresses, domains.
+_PLACES = re.compile(r"\S*(?:[/@]|:\w|\.\w)\S*")
+
+
+def docker_push_transient(message: str) -> bool:
+    """Whether a failed ``docker push`` (its last error line) may succeed when tried again.
+
+    Only the message's words are read, never the places it names: ``localhost:5000`` or a digest holding
+    ``500`` must not make a refusal look like a server error (issue #14).
+    """
+    return bool(_DOCKER_TRANSIENT.search(_PLACES.sub(" ", message)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,8 +104,8 @@ class Pusher:
                 if not any(str(ref).startswith(url + "/") for url in plan.immutable):
                     continue
                 try:
-                    current = self.client.tag_digest(ref)
-                except RegistryError as exc:
+                    current = self._current(ref)
+                except PushError as exc:
                     problems.append(f"{plan.label}: cannot check immutable tag {ref}: {exc}")
                     continue
                 if current is not None and not self._is_image(current, plan.image_id):
@@ -171,15 +185,24 @@ class Pusher:
         return result[-1]
 
     def _with_retries(self, op: Callable[[], None], what: str) -> None:
+        """``op``, tried again (up to ``attempts`` in all) while it fails in a way that can pass: decided by
+        the error's kind and status (:attr:`RegistryError.transient`), waiting as long as a ``Retry-After``
+        asked (capped) or else backing off exponentially."""
         for attempt in range(1, self.attempts + 1):
             try:
                 op()
                 return
             except (PushError, RegistryError) as exc:
-                if attempt == self.attempts or not _TRANSIENT.search(str(exc)):
+                if attempt == self.attempts or not exc.transient:
                     raise PushError(f"pushing {what} failed after {attempt} attempt(s): {exc}") from None
-                self.sleep(self.backoff * 2 ** (attempt - 1))
+                wait = self.backoff * 2 ** (attempt - 1)
+                self.sleep(wait if exc.retry_after is None else max(wait, exc.retry_after))
 
 
 class PushError(Exception):
-    pass
+    """A push that failed; ``transient`` when trying it again may help (see :func:`docker_push_transient`)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.retry_after: float | None = None

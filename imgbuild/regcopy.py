@@ -5,7 +5,7 @@ the manifests are copied byte for byte, so the digest is the same everywhere.
 Why not ``docker buildx imagetools create --tag DEST SRC@DIGEST``: it does the same and works for
 ``localhost`` registries, but it reaches other plain-HTTP (``insecure: true``) registries only through
 the builder's own configuration, not the workspace's; this module uses the workspace's ``insecure`` hosts
-(and the docker CLI's stored credentials, as :mod:`imgbuild.registry` does), and needs no process.
+(and the docker CLI's logins, through :class:`imgbuild.registry.Authorizer`), and needs no process.
 
 Blobs go the cheapest way: already there (HEAD), mounted from the source repository when both are on the
 same host (``POST .../blobs/uploads/?mount=...&from=...``), else streamed from the source to the
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import threading
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -26,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Callable, Iterable, Iterator, TypeVar
 
-from imgbuild.connections import Connections, Opened, Send
-from imgbuild.registry import MANIFEST_TYPES, Reference, RegistryError, _is_local, _stored_auth
+from imgbuild.connections import Connections, Opened, Send, retry_after
+from imgbuild.registry import MANIFEST_TYPES, Authorizer, Reference, RegistryError, base_url
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -141,11 +140,10 @@ class Copier:
     """Registry v2 writes: tag a manifest, copy an image between repositories. Raises :class:`RegistryError`."""
 
     def __init__(self, *, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 60.0,
-                 send: Send | None = None, workers: int = 32) -> None:
+                 send: Send | None = None, workers: int = 32, auth: Authorizer | None = None) -> None:
         self.insecure = insecure_hosts
         self._send = send or Connections(timeout).send
-        self._auth: dict[tuple[str, str], str] = {}  # (host, scope) -> Authorization value
-        self._stored: dict[str, str | None] = {}  # host -> the docker CLI's credentials, read once
+        self.auth = auth or Authorizer(self._send)
         self.workers = workers  # blobs and manifests of one image sent at once
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -356,9 +354,7 @@ class Copier:
             return True
 
     def _base(self, host: str) -> str:
-        scheme = "http" if host in self.insecure or _is_local(host) else "https"
-        api_host = "registry-1.docker.io" if host == "docker.io" else host
-        return f"{scheme}://{api_host}/v2/"
+        return base_url(host, self.insecure)
 
     def _location(self, host: str, resp: Opened) -> str:
         location = resp.headers.get("location")
@@ -369,59 +365,13 @@ class Copier:
     @contextmanager
     def _call(self, method: str, host: str, path: str, scope: str, *, headers: dict[str, str] | None = None,
               data: bytes | IO[bytes] | None = None) -> Iterator[Opened]:
-        """One request (``path`` relative to ``/v2/``, or an absolute URL), authenticated for ``scope``.
-
-        A 401 is answered once with a token (Bearer) or the stored credentials (Basic), then retried; a
-        streamed body cannot be sent twice, so uploads start with a POST that settles the auth first.
-        """
+        """One request (``path`` relative to ``/v2/``, or an absolute URL), authenticated for ``scope``."""
         url = path if "://" in path else self._base(host) + path
-        for attempt in range(2):
-            sent = dict(headers or {})
-            auth = self._auth.get((host, scope)) or self._stored_auth(host)
-            if auth:
-                sent["Authorization"] = auth
-            resp = self._send(method, url, sent, data)
-            if resp.status == 401:
-                challenge = resp.headers.get("www-authenticate", "")
-                resp.close()
-                if attempt == 1 or not (data is None or isinstance(data, bytes)):
-                    break
-                self._auth[(host, scope)] = self._authorize(challenge, host, scope)
-                continue
-            try:
-                yield resp
-            finally:
-                resp.close()
-            return
-        raise RegistryError(f"{host}: unauthorized for {scope} (log in with `docker login {host}`)")
-
-    def _stored_auth(self, host: str) -> str | None:
-        if host not in self._stored:
-            self._stored[host] = _stored_auth(host)
-        return self._stored[host]
-
-    def _authorize(self, challenge: str, host: str, scope: str) -> str:
-        scheme = challenge.split(" ", 1)[0].lower()
-        if scheme == "basic":
-            basic = _stored_auth(host)
-            if basic:
-                return basic
-        if scheme != "bearer":
-            raise RegistryError(f"{host}: unauthorized (log in with `docker login {host}`)")
-        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        query = [("service", params["service"])] if "service" in params else []
-        query += [("scope", s) for s in scope.split(" ")]
-        url = params.get("realm", "") + "?" + urllib.parse.urlencode(query)
-        basic = _stored_auth(host)
-        resp = self._send("GET", url, {"Authorization": basic} if basic else {}, None)
+        resp = self.auth.send(method, url, host=host, scope=scope, headers=headers, data=data)
         try:
-            _expect(resp, (200,), host, "get a token")
-            data = json.loads(resp.read())
-        except ValueError as exc:
-            raise RegistryError(f"{host}: cannot get a token: {exc}") from None
+            yield resp
         finally:
             resp.close()
-        return f"Bearer {data.get('token') or data.get('access_token')}"
 
 
 def _expect(resp: Opened, ok: tuple[int, ...], host: str, what: str) -> None:
@@ -431,9 +381,10 @@ def _expect(resp: Opened, ok: tuple[int, ...], host: str, what: str) -> None:
     try:
         errors = json.loads(resp.read() or b"{}").get("errors") or []
         detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
-    except (ValueError, AttributeError, OSError):
+    except (ValueError, AttributeError, OSError, RegistryError):  # the body only adds detail
         pass
-    raise RegistryError(f"{host}: {what}: HTTP {resp.status}{f' ({detail})' if detail else ''}")
+    raise RegistryError(f"{host}: {what}: HTTP {resp.status}{f' ({detail})' if detail else ''}",
+                        status=resp.status, retry_after=retry_after(resp.headers))
 
 
 def _references(manifest: Manifest, repo: Repository) -> tuple[list[str], list[tuple[str, int]]]:

@@ -1,22 +1,23 @@
-"""A minimal Registry v2 API client: what digest a tag points at, whether a manifest exists.
+"""A minimal Registry v2 client: what digest a tag points at, whether a manifest exists; and how every
+registry request of imgbuild authenticates (:class:`Authorizer`).
 
-Used to check immutable tags before pushing and to verify pushes by digest. Anonymous bearer-token
-challenges and the docker CLI's stored basic credentials (``~/.docker/config.json`` ``auths``) are
-supported; plain HTTP is used for ``insecure`` registries and for localhost.
+Used to check immutable tags before pushing and to verify pushes by digest. Logins are the docker CLI's
+(:mod:`imgbuild.credentials`: credential helpers, ``credsStore``, ``auths``), asked for only when a registry
+answers 401; anonymous bearer tokens otherwise. Plain HTTP is used for ``insecure`` registries and for
+localhost.
 """
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import re
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
+from typing import IO
 
-from imgbuild.connections import Connections, Send
+from imgbuild.connections import Connections, Opened, Send, retry_after
 from imgbuild.connections import RegistryError as RegistryError  # where the rest of imgbuild imports it from
+from imgbuild.credentials import Credentials, DockerCredentials
 
 MANIFEST_TYPES = ", ".join((
     "application/vnd.oci.image.index.v1+json",
@@ -55,75 +56,141 @@ def _is_local(host: str) -> bool:
     return host.split(":")[0] in ("localhost", "127.0.0.1", "::1")
 
 
+def base_url(host: str, insecure: frozenset[str]) -> str:
+    """``scheme://host/v2/`` of the Registry v2 API on ``host`` (Docker Hub's API host for ``docker.io``)."""
+    scheme = "http" if host in insecure or _is_local(host) else "https"
+    api_host = "registry-1.docker.io" if host == "docker.io" else host
+    return f"{scheme}://{api_host}/v2/"
+
+
+class Authorizer:
+    """The ``Authorization`` of each request to a registry, learnt from the registry's 401 challenges.
+
+    ``Basic``: the login for the host, sent with every later request to it. ``Bearer``: a token from the
+    challenge's realm for each (host, scope), asked for with the login (basic auth, or an identity token as
+    an OAuth2 refresh token) or anonymously. A request refused again once answered is final (HTTP 401, not
+    retried): the error names the user and where the login came from, never the secret.
+    """
+
+    def __init__(self, send: Send, *, credentials: DockerCredentials | None = None) -> None:
+        self._send = send
+        self.credentials = credentials or DockerCredentials()
+        self._basic: dict[str, str] = {}  # host -> its Basic value, once the host asked for basic auth
+        self._tokens: dict[tuple[str, str], str] = {}  # (host, scope) -> Bearer value
+
+    def send(self, method: str, url: str, *, host: str, scope: str, headers: dict[str, str] | None = None,
+             data: bytes | IO[bytes] | None = None) -> Opened:
+        """One request authenticated for ``scope``; any status but 401 is the caller's (a response, not raised).
+
+        A 401 is answered (a token, or the login) and the request sent once more, its body rewound if it is
+        a file; a body that cannot be sent twice is refused instead, so uploads start with a POST.
+        """
+        start = _tell(data)
+        for attempt in range(2):
+            sent = dict(headers or {})
+            auth = self._tokens.get((host, scope)) or self._basic.get(host)
+            if auth:
+                sent["Authorization"] = auth
+            resp = self._send(method, url, sent, data)
+            if resp.status != 401:
+                return resp
+            challenge = resp.headers.get("www-authenticate", "")
+            resp.close()
+            if attempt == 1 or (start is None and not (data is None or isinstance(data, bytes))):
+                break
+            self._answer(challenge, host, scope)
+            if start is not None:
+                data.seek(start)  # type: ignore[union-attr]
+        raise self._refused(host, scope, self.credentials.get(host))
+
+    def _answer(self, challenge: str, host: str, scope: str) -> None:
+        scheme = challenge.split(" ", 1)[0].lower()
+        login = self.credentials.get(host)
+        if scheme == "basic":
+            if login is None or login.identity_token:
+                raise self._refused(host, scope, login)
+            self._basic[host] = login.basic()
+        elif scheme == "bearer":
+            self._tokens[(host, scope)] = self._token(challenge, host, scope, login)
+        else:
+            raise RegistryError(f"{host}: unauthorized, and its challenge ({scheme or 'none'}) is not Basic or "
+                                "Bearer", status=401)
+
+    def _token(self, challenge: str, host: str, scope: str, login: Credentials | None) -> str:
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.get("realm", "")
+        if not realm.startswith(("https://", "http://")):
+            raise RegistryError(f"{host}: unauthorized, and its Bearer challenge names no token server", status=401)
+        scopes = scope.split(" ") if scope else [params["scope"]] if "scope" in params else []
+        service = [("service", params["service"])] if "service" in params else []
+        if login is not None and login.identity_token:  # OAuth2: the identity token is a refresh token
+            form = [("grant_type", "refresh_token"), ("refresh_token", login.secret), ("client_id", "imgbuild"),
+                    *service, ("scope", " ".join(scopes))]
+            resp = self._send("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"},
+                              urllib.parse.urlencode(form).encode())
+        else:
+            query = urllib.parse.urlencode(service + [("scope", s) for s in scopes])
+            resp = self._send("GET", f"{realm}{'&' if '?' in realm else '?'}{query}",
+                              {"Authorization": login.basic()} if login else {}, None)
+        try:
+            if resp.status in (401, 403):
+                raise self._refused(host, scope, login, status=resp.status, by=urllib.parse.urlsplit(realm).netloc)
+            if resp.status != 200:
+                raise RegistryError(f"{host}: cannot get a token from {realm}: HTTP {resp.status}",
+                                    status=resp.status, retry_after=retry_after(resp.headers))
+            data = json.loads(resp.read())
+            token = data.get("token") or data.get("access_token")
+        except (ValueError, AttributeError):
+            raise RegistryError(f"{host}: the token server {realm} did not answer a JSON token") from None
+        finally:
+            resp.close()
+        if not token:
+            raise RegistryError(f"{host}: the token server {realm} answered no token")
+        return f"Bearer {token}"
+
+    def _refused(self, host: str, scope: str, login: Credentials | None, *, status: int = 401,
+                 by: str = "") -> RegistryError:
+        what = f" ({scope})" if scope else ""
+        where = f"the token server {by}" if by else "the registry"
+        if login is None:
+            return RegistryError(f"{host}: unauthorized{what}: {where} wants a login and there is none for "
+                                 f"{host} in {self.credentials.path} (log in with `docker login {host}`)",
+                                 status=status)
+        return RegistryError(f"{host}: {where} refused the login of user {login.username!r} from {login.source} "
+                             f"(HTTP {status}){what}; log in again with `docker login {host}`", status=status)
+
+
+def _tell(data: bytes | IO[bytes] | None) -> int | None:
+    """Where a file body starts, to send it again; None for bytes, nothing, or a stream that cannot seek."""
+    try:
+        if data is not None and not isinstance(data, bytes) and data.seekable():
+            return data.tell()
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 class RegistryClient:
     def __init__(self, *, insecure_hosts: frozenset[str] = frozenset(), timeout: float = 10.0,
-                 send: Send | None = None) -> None:
+                 send: Send | None = None, auth: Authorizer | None = None) -> None:
         self.insecure = insecure_hosts
         self._send = send or Connections(timeout).send
-        self._tokens: dict[str, str] = {}
-
-    def _base(self, host: str) -> str:
-        scheme = "http" if host in self.insecure or _is_local(host) else "https"
-        api_host = "registry-1.docker.io" if host == "docker.io" else host
-        return f"{scheme}://{api_host}/v2/"
+        self.auth = auth or Authorizer(self._send)
 
     def tag_digest(self, ref: Reference) -> str | None:
         """The digest ``ref``'s tag points at, or None when the tag (or repository) does not exist."""
-        return self._head(ref.host, f"{ref.repository}/manifests/{ref.tag}")
+        return self._head(ref.host, ref.repository, f"manifests/{ref.tag}")
 
     def has_manifest(self, ref: Reference, digest: str) -> bool:
-        return self._head(ref.host, f"{ref.repository}/manifests/{digest}") is not None
+        return self._head(ref.host, ref.repository, f"manifests/{digest}") is not None
 
-    def _head(self, host: str, path: str) -> str | None:
-        url = self._base(host) + path
-        for attempt in range(2):
-            headers = {"Accept": MANIFEST_TYPES}
-            auth = self._tokens.get(host) or _stored_auth(host)
-            if auth:
-                headers["Authorization"] = auth
-            resp = self._send("HEAD", url, headers, None)
-            resp.close()
-            if resp.status == 200:
-                return resp.headers.get("docker-content-digest") or None
-            if resp.status == 404:
-                return None
-            if resp.status == 401 and attempt == 0:
-                self._tokens[host] = self._token(resp.headers.get("www-authenticate", ""), host)
-                continue
-            raise RegistryError(f"{host}: HTTP {resp.status} for {path}")
-        raise RegistryError(f"{host}: unauthorized")
-
-    def _token(self, challenge: str, host: str) -> str:
-        if not challenge.lower().startswith("bearer"):
-            raise RegistryError(f"{host}: unauthorized (log in with `docker login {host}`)")
-        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        realm = params.pop("realm", "")
-        basic = _stored_auth(host)
-        resp = self._send("GET", realm + "?" + urllib.parse.urlencode(params),
-                          {"Authorization": basic} if basic else {}, None)
-        try:
-            if resp.status != 200:
-                raise RegistryError(f"{host}: cannot get a token: HTTP {resp.status} from {realm}")
-            data = json.loads(resp.read())
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"{host}: cannot get a token: {exc}") from None
-        finally:
-            resp.close()
-        return f"Bearer {data.get('token') or data.get('access_token')}"
-
-
-def _stored_auth(host: str) -> str | None:
-    """Basic credentials the docker CLI stored for ``host`` (never logged, never recorded)."""
-    path = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
-    try:
-        auths = json.loads(path.read_text()).get("auths", {})
-    except (OSError, ValueError):
-        return None
-    for key in (host, f"https://{host}", f"http://{host}"):
-        entry = auths.get(key)
-        if isinstance(entry, dict) and entry.get("auth"):
-            return f"Basic {entry['auth']}"
-        if isinstance(entry, dict) and entry.get("username"):
-            raw = f"{entry['username']}:{entry.get('password', '')}".encode()
-            return f"Basic {base64.b64encode(raw).decode()}"
-    return None
+    def _head(self, host: str, repository: str, path: str) -> str | None:
+        resp = self.auth.send("HEAD", f"{base_url(host, self.insecure)}{repository}/{path}", host=host,
+                              scope=f"repository:{repository}:pull", headers={"Accept": MANIFEST_TYPES})
+        resp.close()
+        if resp.status == 200:
+            return resp.headers.get("docker-content-digest") or None
+        if resp.status == 404:
+            return None
+        raise RegistryError(f"{host}: HTTP {resp.status} for {repository}/{path}", status=resp.status,
+                            retry_after=retry_after(resp.headers))

@@ -113,12 +113,16 @@ class Images:
 
     def push(self, ref: str) -> str | None:
         """``docker push ref``: the manifest digest it reports (``<tag>: digest: sha256:... size: N``), if any;
-        the engine's own error text on failure (for the retry decision)."""
-        from imgbuild.push import PushError
+        on failure the engine's last error line, classified for the retry decision.
+
+        The docker CLI logs in itself (``$DOCKER_CONFIG``: helpers, ``credsStore``, ``auths``), so it runs
+        with imgbuild's own environment."""
+        from imgbuild.push import PushError, docker_push_transient
 
         code, out, err = proc.run_unchecked([self.docker, "push", ref], timeout=900)
         if code != 0:
-            raise PushError((err.strip() or out.strip()).splitlines()[-1] if (err or out).strip() else f"exit {code}")
+            said = (err.strip() or out.strip()).splitlines()[-1] if (err or out).strip() else f"exit {code}"
+            raise PushError(said, transient=docker_push_transient(said))
         found = re.findall(r"digest: (sha256:[0-9a-f]{64})", out)
         return found[-1] if found else None
 

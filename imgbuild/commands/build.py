@@ -36,7 +36,7 @@ from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
 from imgbuild.push import PushError, Pusher, plan_push
 from imgbuild.regcopy import Copier
-from imgbuild.registry import RegistryClient
+from imgbuild.registry import Authorizer, RegistryClient
 from imgbuild.model import Target, Workspace
 from imgbuild.plan import Plan, make_plan
 from imgbuild.statcache import StatCache
@@ -228,8 +228,9 @@ def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Works
 
 def _pusher(insecure: frozenset[str]) -> Pusher:
     send = Connections().send  # one pool of kept-alive connections for the checks and the uploads
-    return Pusher(Images(), RegistryClient(insecure_hosts=insecure, send=send),
-                  copier=Copier(insecure_hosts=insecure, send=send))
+    auth = Authorizer(send)  # and one login per registry (a credential helper runs once per host)
+    return Pusher(Images(), RegistryClient(insecure_hosts=insecure, send=send, auth=auth),
+                  copier=Copier(insecure_hosts=insecure, send=send, auth=auth))
 
 
 def _check_push_targets(plan: Plan) -> None:

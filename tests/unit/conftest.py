@@ -28,3 +28,11 @@ def s3_stub(monkeypatch: pytest.MonkeyPatch) -> Any:
     client = Session().create_client("s3", region_name="us-east-1", config=Config(retries={"max_attempts": 1}))
     with Stubber(client) as stubber:
         yield client, stubber
+
+
+@pytest.fixture(autouse=True)
+def _no_docker_logins(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Registry fakes never see the developer's own logins (~/.docker/config.json) or proxy settings."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path_factory.mktemp("docker-config")))
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
