@@ -77,11 +77,15 @@ class Opened:
     """An HTTP response being read: status, lower-case headers, the body as a stream (an error status too)."""
 
     def __init__(self, status: int, headers: dict[str, str], stream: IO[bytes] | None,
-                 on_close: Callable[[], None] | None = None) -> None:
+                 on_close: Callable[[], None] | None = None, *, replayed: bool = False) -> None:
         self.status = status
         self.headers = headers
         self.stream = stream
         self._on_close = on_close
+        # Sent a second time after its kept-alive connection dropped. The server may have acted on the first
+        # one (a proxy that drops answers, not idle connections): a refusal now, such as an upload session
+        # already used up, says the connection dropped rather than that the request was wrong.
+        self.replayed = replayed
 
     def read(self) -> bytes:
         try:
@@ -127,6 +131,7 @@ class Connections:
                 headers = {**headers, "Proxy-Authorization": proxy.authorization}
         via = f" (through the proxy {proxy.netloc})" if proxy else ""
         start = data.tell() if _rewindable(data) else None  # type: ignore[union-attr]
+        replayed = False
         while True:
             conn, reused = self._take(key, proxy)
             try:
@@ -137,6 +142,7 @@ class Connections:
                 if reused and (data is None or isinstance(data, bytes) or start is not None):
                     if start is not None:
                         data.seek(start)  # type: ignore[union-attr]
+                    replayed = True
                     continue  # the server had closed this idle connection: once more on a new one
                 raise RegistryError(f"{parts.netloc}{via}: {exc or type(exc).__name__}", transient=True) from None
             except (OSError, http.client.HTTPException) as exc:
@@ -147,7 +153,7 @@ class Connections:
                 raise RegistryError(f"{parts.netloc}{via}: {exc or type(exc).__name__}",
                                     transient=not refused) from None
             return Opened(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp,
-                          on_close=lambda: self._give_back(key, conn, resp))
+                          on_close=lambda: self._give_back(key, conn, resp), replayed=replayed)
 
     def close(self) -> None:
         """Close the idle connections (the pool stays usable: the next request opens a new one)."""

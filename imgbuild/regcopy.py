@@ -383,8 +383,12 @@ def _expect(resp: Opened, ok: tuple[int, ...], host: str, what: str) -> None:
         detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
     except (ValueError, AttributeError, OSError, RegistryError):  # the body only adds detail
         pass
-    raise RegistryError(f"{host}: {what}: HTTP {resp.status}{f' ({detail})' if detail else ''}",
-                        status=resp.status, retry_after=retry_after(resp.headers))
+    # A request sent again after its connection dropped, then refused (an upload session the first one used
+    # up): the push is tried again from the start, like a dropped connection.
+    dropped = resp.replayed and 400 <= resp.status < 500 and resp.status not in (401, 403)
+    raise RegistryError(f"{host}: {what}: HTTP {resp.status}{f' ({detail})' if detail else ''}"
+                        f"{' after its connection dropped and it was sent again' if dropped else ''}",
+                        status=resp.status, transient=True if dropped else None, retry_after=retry_after(resp.headers))
 
 
 def _references(manifest: Manifest, repo: Repository) -> tuple[list[str], list[tuple[str, int]]]:

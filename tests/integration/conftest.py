@@ -192,12 +192,14 @@ def read_object(bucket: str, key: str) -> bytes:
     return body
 
 
-def digest_of(repo: str, tag: str) -> str | None:
-    """What ``host/repo:tag`` points at, by a Registry v2 HEAD (plain HTTP: the local test registry)."""
+def digest_of(repo: str, tag: str, *, authorization: str | None = None) -> str | None:
+    """What ``host/repo:tag`` points at, by a Registry v2 HEAD (plain HTTP: the local test registries)."""
     host, _, path = repo.partition("/")
-    req = urllib.request.Request(f"http://{host}/v2/{path}/manifests/{tag}", method="HEAD", headers={
-        "Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
-                  "application/vnd.docker.distribution.manifest.v2+json"})
+    headers = {"Accept": "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, "
+                         "application/vnd.docker.distribution.manifest.v2+json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    req = urllib.request.Request(f"http://{host}/v2/{path}/manifests/{tag}", method="HEAD", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return str(resp.headers["Docker-Content-Digest"])

@@ -80,6 +80,34 @@ def test_a_501_is_final(tmp_path: Path) -> None:
     assert error is not None and "HTTP 501" in error and sleeps == []
 
 
+@pytest.mark.parametrize("replayed", [True, False])
+def test_an_upload_refused_once_replayed_after_a_dropped_connection_starts_over(tmp_path: Path,
+                                                                                replayed: bool) -> None:
+    """A kept-alive connection dropped after the registry had taken an upload: sent again, the upload's
+    session is gone (404). That is the dropped connection speaking, not a wrong request: the push starts
+    over. The same 404 to a request sent once is final."""
+    fake = Scripted()
+    refused: list[str] = []
+
+    def send(method: str, url: str, headers: dict[str, str], data: bytes | IO[bytes] | None) -> Opened:
+        answer = fake.send(method, url, headers, data)
+        if method == "PUT" and "/blobs/uploads/" in url and not refused:
+            refused.append(url)
+            return Opened(404, {}, io.BytesIO(b'{"errors":[{"code":"BLOB_UPLOAD_UNKNOWN"}]}'), replayed=replayed)
+        return answer
+
+    sleeps: list[float] = []
+    digest = _index_on_disk(tmp_path)
+    result = Pusher(FakeEngine(FakeRegistry(), MANIFEST), RegistryClient(send=send), sleep=sleeps.append,
+                    copier=Copier(send=send)).push(PushPlan(label="//api:api", image_id=digest, refs=REFS,
+                                                            blob_dir=tmp_path))
+    if replayed:
+        assert result.error is None and sleeps == [0.5] and len(refused) == 1
+        assert fake.regs.manifests[("localhost:5000", "team/api", "v1")][1] == (tmp_path / digest[7:]).read_bytes()
+    else:
+        assert result.error is not None and "HTTP 404 (BLOB_UPLOAD_UNKNOWN" in result.error and sleeps == []
+
+
 @pytest.mark.parametrize(("line", "transient"), [
     ('Head "http://localhost:5000/v2/team/api/manifests/v1": EOF', True),
     ("read tcp 127.0.0.1:41234->127.0.0.1:5000: read: connection reset by peer", True),
