@@ -24,8 +24,8 @@ PUSH_PARALLELISM = 16
 # `docker push` says what went wrong only in text. Its network and server failures worth another try, by
 # the phrases Go's net/http and the engine print; anything else (denied, unknown, invalid) is final.
 _DOCKER_TRANSIENT = re.compile(
-    r"connection reset|connection refused|broken pipe|\bEOF\b|i/o timeout|TLS handshake timeout|"
-    r"timeout awaiting response headers|no route to host|server closed idle connection|"
+    r"connection reset|connection refused|broken pipe|\bEOF\b|\btimeout\b|timed out|awaiting (response )?headers|"
+    r"context deadline exceeded|no route to host|server closed idle connection|"
     r"\b(500 Internal Server Error|502 Bad Gateway|503 Service Unavailable|504 Gateway Timeout|"
     r"429 Too Many Requests)\b|\btoomanyrequests\b", re.IGNORECASE)
 # Words that name a place rather than say what happened: URLs, host:port, references, addresses, domains.

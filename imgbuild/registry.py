@@ -107,7 +107,10 @@ class Authorizer:
         scheme = challenge.split(" ", 1)[0].lower()
         login = self.credentials.get(host)
         if scheme == "basic":
-            if login is None or login.identity_token:
+            if login is not None and login.identity_token:
+                raise RegistryError(f"{host}: the registry asks for a password, and the login for it ({login.source}) "
+                                    f"is an identity token; log in with a password: `docker login {host}`", status=401)
+            if login is None:
                 raise self._refused(host, scope, login)
             self._basic[host] = login.basic()
         elif scheme == "bearer":

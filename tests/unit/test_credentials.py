@@ -209,3 +209,8 @@ def test_bearer_tokens_with_a_password_or_an_identity_token(tmp_path: Path) -> N
     registry = BasicRegistry(bearer=True)
     with pytest.raises(RegistryError, match="the token server auth.example refused the login of user 'alice'"):
         client_for(registry, tmp_path, {"auth": b64("alice:nope")}).tag_digest(REF)
+
+
+def test_an_identity_token_for_a_registry_that_wants_a_password(tmp_path: Path) -> None:
+    with pytest.raises(RegistryError, match="asks for a password, and the login for it .* is an identity token"):
+        client_for(BasicRegistry(), tmp_path, {"identitytoken": "refresh-me"}).tag_digest(REF)

@@ -115,6 +115,8 @@ def test_an_upload_refused_once_replayed_after_a_dropped_connection_starts_over(
     ("received unexpected HTTP status: 503 Service Unavailable", True),
     ("toomanyrequests: You have reached your pull rate limit.", True),
     ("net/http: TLS handshake timeout", True),
+    ("read tcp 127.0.0.1:41234->127.0.0.1:5000: i/o timeout", True),
+    ('Get "https://r.example/v2/": net/http: request canceled (Client.Timeout exceeded while awaiting headers)', True),
     ("unauthorized: authentication required", False),
     ("denied: requested access to the resource is denied", False),
     # places are not words: a host, a port, a digest or a repository holding 500, 503, EOF or timeout
