@@ -147,11 +147,8 @@ class Connections:
                 raise RegistryError(f"{parts.netloc}{via}: {exc or type(exc).__name__}", transient=True) from None
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                # A proxy that refuses the CONNECT (http.client says "Tunnel connection failed: 407 ...")
-                # is not a dropped connection: asking again will not change its mind.
-                refused = isinstance(exc, OSError) and str(exc).startswith("Tunnel connection failed")
                 raise RegistryError(f"{parts.netloc}{via}: {exc or type(exc).__name__}",
-                                    transient=not refused) from None
+                                    transient=_may_pass(exc)) from None
             return Opened(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp,
                           on_close=lambda: self._give_back(key, conn, resp), replayed=replayed)
 
@@ -202,6 +199,17 @@ class Connections:
                 idle.append(conn)
                 return
         conn.close()
+
+
+def _may_pass(exc: BaseException) -> bool:
+    """Whether a request that failed with ``exc`` (no HTTP answer) can succeed when tried again: a connection
+    refused, reset, timed out or not resolved can; a certificate the registry's name does not verify cannot,
+    nor a proxy that refused the tunnel (http.client raises a bare OSError, without errno, for that)."""
+    if type(exc) is OSError and exc.errno is None:
+        return False
+    import ssl  # already loaded when TLS was tried
+
+    return not isinstance(exc, ssl.SSLCertVerificationError)
 
 
 def _rewindable(data: bytes | IO[bytes] | None) -> bool:

@@ -213,3 +213,16 @@ def test_a_proxy_that_refuses_the_tunnel_is_a_final_error_without_its_password(p
     assert "registry.example" in str(exc.value) and "pr0xy-s3cret" not in str(exc.value)
     assert exc.value.transient is False
     pool.close()
+
+
+def test_a_certificate_that_does_not_verify_is_a_final_error(proxy: Proxy, monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-such-bundle.pem"))  # the fake's certificate is not trusted
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path))
+    with serving(Registry(tls=True)) as registry:
+        proxy.routes["registry.example:443"] = registry.server_address  # type: ignore[assignment]
+        pool = Connections(timeout=5, environ={"HTTPS_PROXY": proxy.url})
+        with pytest.raises(RegistryError, match="certificate verify failed") as exc:
+            RegistryClient(send=pool.send).tag_digest(Reference.parse("registry.example/team/api:v1"))
+        pool.close()
+    assert exc.value.transient is False
