@@ -82,7 +82,13 @@ class Registry(ThreadingHTTPServer):
 
     def get_request(self) -> tuple[socket.socket, object]:
         sock, addr = super().get_request()
-        return (self.tls.wrap_socket(sock, server_side=True) if self.tls else sock), addr
+        if self.tls is None:
+            return sock, addr
+        try:
+            return self.tls.wrap_socket(sock, server_side=True), addr
+        except OSError:  # a client that does not trust us hangs up during the handshake
+            sock.close()
+            raise
 
 
 class RegistryHandler(BaseHTTPRequestHandler):
@@ -131,20 +137,20 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if self.path not in self.server.routes:
             self.send_error(403, "Forbidden")  # the proxy's policy: not this host
             return
-        upstream = socket.create_connection(self.server.routes[self.path], timeout=5)
-        self.send_response(200, "Connection established")
-        self.end_headers()
-        pair = {self.connection: upstream, upstream: self.connection}
-        while True:
-            ready, _, _ = select.select(list(pair), [], [], 5)
-            if not ready:
-                break
-            data = ready[0].recv(65536)
-            if not data:
-                break
-            pair[ready[0]].sendall(data)
-        upstream.close()
         self.close_connection = True
+        with socket.create_connection(self.server.routes[self.path], timeout=5) as upstream:
+            self.send_response(200, "Connection established")
+            self.end_headers()
+            pair = {self.connection: upstream, upstream: self.connection}
+            try:
+                while True:
+                    ready, _, _ = select.select(list(pair), [], [], 5)
+                    data = ready[0].recv(65536) if ready else b""
+                    if not data:
+                        return
+                    pair[ready[0]].sendall(data)
+            except OSError:
+                return  # either end hung up
 
     def do_HEAD(self) -> None:
         self._record()
