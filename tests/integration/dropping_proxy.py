@@ -65,7 +65,11 @@ class DroppingProxy:
             return True
 
     def _pipe(self, client: socket.socket) -> None:
-        upstream = socket.create_connection(self.upstream, timeout=30)
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=30)
+        except OSError:
+            client.close()
+            return
         sent = 0
         try:
             while not self._stopping.is_set():
