@@ -230,3 +230,16 @@ def test_kept_alive_connections_the_registry_closes_are_reopened(tmp_path: Path,
     digest, error = _push_over_http(tmp_path, registry, sleeps)
     assert error is None and sleeps == []  # reopened at once: not even a retry with a wait
     assert registry.regs.manifests[(registry.host, "team/api", "latest")][1] == (tmp_path / digest[7:]).read_bytes()
+
+
+def test_retry_after_in_seconds_or_as_a_date_capped() -> None:
+    from email.utils import formatdate
+
+    from imgbuild.connections import retry_after
+
+    now = 1_700_000_000.0
+    assert retry_after({"retry-after": "12"}, now=now) == 12.0
+    assert retry_after({"retry-after": formatdate(now + 30, usegmt=True)}, now=now) == 30.0
+    assert retry_after({"retry-after": formatdate(now - 30, usegmt=True)}, now=now) == 0.0
+    assert retry_after({"retry-after": "3600"}, now=now) == 60.0
+    assert retry_after({"retry-after": "soon"}, now=now) is None and retry_after({}, now=now) is None
