@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -173,19 +172,22 @@ def test_stalled_s3_endpoint_costs_one_timeout_and_spools_history(tmp_path: Path
         "app/BUILD.yaml": f"apps:\n  app:\n    image: {prefix}-app\n",
         "app/Dockerfile": f"FROM busybox:1.36\nRUN echo {prefix} > /out\n",
     })
-    started = time.monotonic()
     # Caches (target and layer, synced through S3 on the docker driver) and the history all use the stalled
     # endpoint: without a shared breaker each of them waits for its own timeouts (about 90 s in all).
     r, report = build(root, timeout=60)
-    elapsed = time.monotonic() - started
     assert r.code == 0, r.err
     assert report["//app:app"]["status"] == "built"
     assert run_in_image(f"{prefix}-app:dev", "cat", "/out") == f"{prefix}\n"
     said = warnings(r)
-    assert sum("did not answer in time" in w for w in said) == 1, r.err
-    assert any("did not answer earlier in this run" in w and w.startswith("warning: history") for w in said), r.err
+    # One warning for the caches (the layer cache's says the same, "not asked again", and is left out) and
+    # one for the history, whose records wait in the spool.
+    assert said == [f"warning: cache s3://{bucket}/t/targets unavailable: {stalled_endpoint} did not answer in time; "
+                    "continuing without it (targets are rebuilt)",
+                    f"warning: history s3://{bucket}/h unavailable ({stalled_endpoint} did not answer in time; not "
+                    f"asked again in this run); records are kept in {root / '.imgbuild/history-spool'} and uploaded "
+                    "when it can be reached again"], r.err
     spooled = list((root / ".imgbuild/history-spool").glob("*.json"))
-    assert len(spooled) == 1, (elapsed, r.err)
+    assert len(spooled) == 1, r.err
 
     # S3 is back: the next command uploads the spooled record.
     (root / "imgbuild.yaml").write_text(config(s3_endpoint))
