@@ -59,6 +59,11 @@ class MirroredStore:
         self.name = name
         self.read_only = read_only
 
+    @property
+    def available(self) -> bool:
+        """False once the remote store failed in this run."""
+        return self.remote().available
+
     def remote(self) -> GuardedStore:
         with self._lock:
             if self._remote is None:
