@@ -39,6 +39,7 @@ class LayerCaches:
         self._driver: str | None = None
         self._stores: dict[str, Any] = {}
         self._unusable: dict[str, str | None] = {}  # policy -> why its local directory cannot be used
+        self._down_warned: set[str] = set()  # policies whose S3 endpoint is down, warned about
         self._lock = threading.Lock()
 
     def policy(self, target: Target) -> CachePolicy | None:
@@ -81,6 +82,8 @@ class LayerCaches:
         name = target_name(target.label)
         available = None
         sync = needs_sync(policy, driver)
+        if policy.backend == "s3" and not sync and self._endpoint_down(policy):
+            return (), ()  # BuildKit's own S3 client would wait for it, holding the build up
         if local is not None and (policy.backend == "local" or sync):
             # A synced S3 cache is written here by the pull even when the run writes no cache.
             if self._check_dir(policy, local, writing=sync or scope.write_scope is not None) is not None:
@@ -116,6 +119,22 @@ class LayerCaches:
             self.warn(f"layer cache {policy.name} unavailable: {problem}; continuing without it "
                       "(targets build without a layer cache)")
         return problem
+
+    def _endpoint_down(self, policy: CachePolicy) -> bool:
+        """True (warned once per policy) if the policy's S3 endpoint failed earlier in this run, e.g. for
+        the target cache's lookups: see :mod:`imgbuild.cache.outages`."""
+        from imgbuild.cache.outages import OUTAGES, endpoint_name
+
+        down = OUTAGES.skipped(endpoint_name(policy.endpoint_url)) if policy.endpoint_url else None
+        if down is None:
+            return False
+        with self._lock:
+            first = policy.name not in self._down_warned
+            self._down_warned.add(policy.name)
+        if first:  # the reason up to ";" is the target cache's: the run's warnings say it once
+            self.warn(f"layer cache {policy.name} unavailable: {down}; continuing without it "
+                      "(targets build without a layer cache)")
+        return True
 
     def after(self, target: Target) -> str | None:
         """Upload what the build exported (only blobs S3 lacks), for the synced S3 backend; a log line."""

@@ -15,6 +15,7 @@ A process runs one command, so "this run" is the process; :func:`reset` is for t
 from __future__ import annotations
 
 import threading
+from urllib.parse import urlsplit
 
 SKIPPED = "not asked again in this run"
 
@@ -43,6 +44,13 @@ class Outages:
 
 
 OUTAGES = Outages()
+
+
+def endpoint_name(url: str) -> str:
+    """``scheme://host:port`` of an endpoint URL: the key of :data:`OUTAGES`, and how messages name it
+    (never with ``user:password@``)."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
 
 
 def reset() -> None:

@@ -22,14 +22,13 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
                                  InvalidRegionError, NoCredentialsError, NoRegionError, PartialCredentialsError,
                                  ReadTimeoutError)
 
 from imgbuild.cache.entry import CacheEntry
-from imgbuild.cache.outages import OUTAGES
+from imgbuild.cache.outages import OUTAGES, endpoint_name
 from imgbuild.cache.store import (CacheUnavailable, CorruptBlob, MissingBlob, StoreStats, copy_hashing,
                                   digest_hex, download_verified, label_entries)
 
@@ -328,10 +327,7 @@ def _code(exc: ClientError) -> str:
 
 def _display_endpoint(endpoint_url: str | None, client: Any) -> str:
     url = endpoint_url or (client.meta.endpoint_url if client is not None else None)
-    if not url:
-        return "S3"
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"  # never user:password@
+    return endpoint_name(url) if url else "S3"
 
 
 def read_object(client: Any, bucket: str, key: str) -> bytes | None:

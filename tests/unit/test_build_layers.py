@@ -65,3 +65,27 @@ def test_a_read_only_run_reads_no_missing_directory_and_warns_not(make_ws: Works
     caches = layers(root, warnings, read_only=True)
     assert caches.before(caches.ws.targets[Label("a", "a")]) == ((), ())
     assert warnings == []
+
+
+def test_builders_own_s3_cache_is_left_out_once_its_endpoint_failed_in_this_run(make_ws: WorkspaceFactory) -> None:
+    from imgbuild.cache.outages import OUTAGES
+
+    root = make_ws({
+        "imgbuild.yaml": "version: 1\ndefaults: {cache: ci}\ncache_policies:\n"
+                         "  ci: {backend: s3, bucket: b, endpoint_url: 'http://127.0.0.1:9000', use_path_style: true}\n",
+        "a/BUILD.yaml": "apps: {a: {}}\n",
+        "a/Dockerfile": "FROM busybox:1.36\n",
+    })
+    warnings: list[str] = []
+    caches = LayerCaches(load_workspace(root), git=GitInfo(branch="main"), now=datetime.now(timezone.utc),
+                         read_only=False, builder="container", environ={}, warn=warnings.append,
+                         driver=lambda builder: "docker-container")
+    target = caches.ws.targets[Label("a", "a")]
+    assert caches.before(target)[0][0].startswith("type=s3,")
+
+    # The target cache's lookup timed out on the endpoint: BuildKit would wait for it too.
+    OUTAGES.trip("http://127.0.0.1:9000", "http://127.0.0.1:9000 did not answer in time")
+    assert caches.before(target) == ((), ())
+    assert caches.before(target) == ((), ())
+    assert warnings == ["layer cache ci unavailable: http://127.0.0.1:9000 did not answer in time; not asked again "
+                        "in this run; continuing without it (targets build without a layer cache)"]
