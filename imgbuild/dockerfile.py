@@ -1,10 +1,13 @@
-"""Just enough Dockerfile parsing to check targets before a build: stages, their bases, global ARGs."""
+"""Just enough Dockerfile parsing to check targets before a build: stages, their bases, global ARGs, and
+which stages mount which secrets."""
 
 from __future__ import annotations
 
+import csv
+import posixpath
 import re
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 _DIRECTIVE = re.compile(r"^#\s*(\w+)\s*=\s*(\S+)\s*$")
@@ -16,6 +19,7 @@ class Stage:
     name: str | None  # lower-cased, as Docker matches stage names case-insensitively
     base: str  # the FROM reference as written, e.g. busybox:1.36 or ${BASE_IMAGE}
     line: int
+    secret_ids: tuple[str, ...] = ()  # ids its RUN steps mount (--mount=type=secret), as written: may hold $VARS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +188,10 @@ def parse(path: Path) -> Dockerfile:
                 raise DockerfileError(f"{path}:{line}: FROM without an image")
             stage_name = toks[2].lower() if len(toks) >= 3 and toks[1].lower() == "as" else None
             stages.append(Stage(index=len(stages), name=stage_name, base=toks[0], line=line))
+        elif word == "RUN" and stages:
+            ids = [i for i in secret_mounts(args) if i not in stages[-1].secret_ids]
+            if ids:
+                stages[-1] = replace(stages[-1], secret_ids=(*stages[-1].secret_ids, *ids))
     if not stages:
         raise DockerfileError(f"{path}: no FROM instruction")
     return Dockerfile(path=path, stages=tuple(stages), global_args=tuple(global_args),
@@ -195,3 +203,29 @@ def _split(args: str) -> list[str]:
         return shlex.split(args, comments=False)
     except ValueError:
         return args.split()
+
+
+def secret_mounts(run_args: str) -> tuple[str, ...]:
+    """The secret ids a RUN instruction mounts: its leading ``--mount=type=secret,...`` flags.
+
+    As BuildKit reads them: the id defaults to the base name of ``target`` (alias ``dst``,
+    ``destination``). A flag that cannot be read is left out (BuildKit then refuses the Dockerfile).
+    """
+    ids = []
+    for token in run_args.split():
+        if not token.startswith("--"):
+            break  # the command starts: flags come first
+        name, _, value = token[2:].partition("=")
+        if name != "mount":
+            continue
+        try:
+            fields = dict(f.partition("=")[::2] for f in next(csv.reader([value.strip("'\"")])))
+        except (csv.Error, StopIteration):
+            continue
+        if fields.get("type") != "secret":
+            continue
+        target = fields.get("target") or fields.get("dst") or fields.get("destination") or ""
+        secret_id = fields.get("id") or posixpath.basename(target)
+        if secret_id:
+            ids.append(secret_id)
+    return tuple(ids)

@@ -8,12 +8,14 @@ and its blobs are synced with S3 by :mod:`imgbuild.layercache.s3sync` before and
 
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Callable
 
 from imgbuild.git import GitInfo
-from imgbuild.layercache.args import cache_args, detect_driver, local_dir_for, needs_sync, target_name
+from imgbuild.layercache.args import cache_args, detect_driver, local_dir_for, needs_sync, scope_dir, target_name
 from imgbuild.layercache.scope import LayerScope, layer_scope
 from imgbuild.model import CachePolicy, Target, Workspace
 
@@ -36,6 +38,8 @@ class LayerCaches:
         self._detect = driver
         self._driver: str | None = None
         self._stores: dict[str, Any] = {}
+        self._unusable: dict[str, str | None] = {}  # policy -> why its local directory cannot be used
+        self._down_warned: set[str] = set()  # policies whose S3 endpoint is down, warned about
         self._lock = threading.Lock()
 
     def policy(self, target: Target) -> CachePolicy | None:
@@ -77,7 +81,16 @@ class LayerCaches:
         local = local_dir_for(policy, self.ws.root)
         name = target_name(target.label)
         available = None
-        if needs_sync(policy, driver) and local is not None:
+        sync = needs_sync(policy, driver)
+        if policy.backend == "s3" and not sync and self._endpoint_down(policy):
+            return (), ()  # BuildKit's own S3 client would wait for it, holding the build up
+        if local is not None and (policy.backend == "local" or sync):
+            # A synced S3 cache is written here by the pull even when the run writes no cache.
+            if self._check_dir(policy, local, writing=sync or scope.write_scope is not None) is not None:
+                return (), ()
+        if policy.backend == "local" and local is not None:
+            available = {s for s in scope.read_scopes if scope_dir(local, s, name).is_dir()}
+        if sync and local is not None:
             from imgbuild.layercache import s3sync
 
             pulled = s3sync.pull_scopes(self._store(policy), local, scope.read_scopes, name)
@@ -91,6 +104,38 @@ class LayerCaches:
             self.warn(f"{target.label}: layer cache not used: {exc}")
             return (), ()
 
+    def _check_dir(self, policy: CachePolicy, local: Path, *, writing: bool) -> str | None:
+        """Why the policy's local cache directory cannot be used in this run (warned once), or None.
+
+        A path that is a file, or one under ``/proc``, would otherwise still be handed to BuildKit, which
+        then fails the target (issue #14): the target cache can only warn and go on without it.
+        """
+        with self._lock:
+            if policy.name in self._unusable:
+                return self._unusable[policy.name]
+            problem = _unusable_dir(local, writing=writing)
+            self._unusable[policy.name] = problem
+        if problem is not None:
+            self.warn(f"layer cache {policy.name} unavailable: {problem}; continuing without it "
+                      "(targets build without a layer cache)")
+        return problem
+
+    def _endpoint_down(self, policy: CachePolicy) -> bool:
+        """True (warned once per policy) if the policy's S3 endpoint failed earlier in this run, e.g. for
+        the target cache's lookups: see :mod:`imgbuild.cache.outages`."""
+        from imgbuild.cache.outages import OUTAGES, endpoint_name
+
+        down = OUTAGES.skipped(endpoint_name(policy.endpoint_url)) if policy.endpoint_url else None
+        if down is None:
+            return False
+        with self._lock:
+            first = policy.name not in self._down_warned
+            self._down_warned.add(policy.name)
+        if first:  # the reason up to ";" is the target cache's: the run's warnings say it once
+            self.warn(f"layer cache {policy.name} unavailable: {down}; continuing without it "
+                      "(targets build without a layer cache)")
+        return True
+
     def after(self, target: Target) -> str | None:
         """Upload what the build exported (only blobs S3 lacks), for the synced S3 backend; a log line."""
         policy = self.policy(target)
@@ -100,9 +145,29 @@ class LayerCaches:
         local = local_dir_for(policy, self.ws.root)
         if scope.write_scope is None or local is None or not needs_sync(policy, self.driver()):
             return None
+        with self._lock:
+            if self._unusable.get(policy.name) is not None:
+                return None
         from imgbuild.layercache import s3sync
 
         res = s3sync.push_scope(self._store(policy), local, scope.write_scope, target_name(target.label))
         return (f"# layer cache: scope {scope.write_scope}: uploaded {res.bytes_uploaded} bytes "
                 f"({res.blobs_uploaded} of {res.blobs} blobs, {res.layers_uploaded} layers)"
                 + ("" if res.pushed else " - not complete, see the warning"))
+
+
+def _unusable_dir(path: Path, *, writing: bool) -> str | None:
+    """Why ``path`` cannot hold layer caches: it cannot be created, is not a directory, or (when this run
+    writes caches) is not writable; None when it can."""
+    try:
+        if writing:
+            path.mkdir(parents=True, exist_ok=True)
+        elif not path.exists():
+            return None  # nothing to read; nothing will be written
+        if not path.is_dir():
+            return f"{path} is not a directory"
+        if writing and not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable"
+    except OSError as exc:
+        return f"cannot create {exc.filename or path}: {exc.strerror or exc}"
+    return None

@@ -37,6 +37,7 @@ class BuildRequest:
     cache_from: tuple[str, ...] = ()
     cache_to: tuple[str, ...] = ()
     no_cache: bool = False  # BuildKit runs every step (imgbuild build --no-cache)
+    no_cache_filter: tuple[str, ...] = ()  # stages whose steps BuildKit runs (a secret they mount changed)
 
     def argv(self) -> tuple[str, ...]:
         """The ``docker`` arguments, in a fixed order (the dry run prints exactly these)."""
@@ -64,6 +65,9 @@ class BuildRequest:
             a += ["--cache-to", c]
         if self.no_cache:
             a.append("--no-cache")
+        else:
+            for stage in self.no_cache_filter:
+                a += ["--no-cache-filter", stage]
         if self.metadata_file:
             a += ["--metadata-file", self.metadata_file]
         for o in self.outputs:

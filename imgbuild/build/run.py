@@ -22,6 +22,7 @@ from imgbuild.build.handoff import OciLayouts, link_or_copy, top_digest
 from imgbuild.build.progress import Progress
 from imgbuild.build.request import BuildRequest, local_tag, plan_request
 from imgbuild.build.results import RunResult, TargetResult
+from imgbuild.build.secret_steps import secret_bypass
 from imgbuild.git import GitInfo
 from imgbuild.labels import file_name
 from imgbuild.model import Target, Workspace
@@ -229,12 +230,19 @@ def execute(
         out = layouts.scratch() if layouts is not None else None
         if out is not None:
             request = replace(request, outputs=(f"type=oci,dest={out},tar=false",), load=loading)
+        # A changed secret: BuildKit would serve the steps that mount it from its cache (issue #14).
+        bypass = (secret_bypass(target, inputs[job.key], cache)
+                  if cache is not None and inputs is not None and not options.no_cache else None)
+        if bypass is not None:
+            request = replace(request, no_cache=bypass.everything, no_cache_filter=bypass.stages)
         path = log_path(options.logs_dir, target)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8", buffering=1) as log:  # line-buffered: tail -f works
             log.write(f"# {target.label}: docker {' '.join(request.argv())}\n")
             if key:
                 log.write(f"# input digest {key}\n")
+            if bypass is not None:
+                log.write(bypass.note() + "\n")
             try:
                 output = executor.build(request, log=_line_writer(log), stop=stop)
                 layout = layouts.adopt(out) if layouts is not None and out is not None else None

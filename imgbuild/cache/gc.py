@@ -22,7 +22,7 @@ The rules (specs/README.md, "Cache clean-up"):
   to be shorter. A build uploads blobs before it writes the entry or index naming them, so a fresh
   unreferenced blob may be named a moment later;
 * unusable objects go once past the grace period, whatever ``older_than`` says: an entry that does not
-  verify or names a blob the store lacks (entries are written once, so no build repairs it), an index
+  verify or names a blob the store lacks (only a build of its target that happens to run replaces it), an index
   whose manifests or layers are missing, a local layer directory without ``index.json``. An intact entry
   of another format version is never deleted, and while one is in a store no blob of that store is (its
   references cannot be read).

@@ -22,13 +22,13 @@ import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
 from botocore.exceptions import (BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError,
                                  InvalidRegionError, NoCredentialsError, NoRegionError, PartialCredentialsError,
                                  ReadTimeoutError)
 
 from imgbuild.cache.entry import CacheEntry
+from imgbuild.cache.outages import OUTAGES, endpoint_name
 from imgbuild.cache.store import (CacheUnavailable, CorruptBlob, MissingBlob, StoreStats, copy_hashing,
                                   digest_hex, download_verified, label_entries)
 
@@ -52,6 +52,7 @@ class S3Store:
         self._endpoint_url = endpoint_url
         self._path_style = use_path_style
         self._client = client
+        self._endpoint: str | None = None  # scheme://host:port, known once the client is
         self._bucket_checked = False
         self._conditional_writes = True
         self._lock = threading.Lock()
@@ -156,8 +157,15 @@ class S3Store:
                 except ValueError:  # botocore's "Invalid endpoint: ..."
                     raise CacheUnavailable("the endpoint URL is not a valid http(s) URL") from None
             client = self._client
-            if self._bucket_checked:
-                return client
+            if self._endpoint is None:
+                self._endpoint = _display_endpoint(self._endpoint_url, client)
+                _watch(client, self._endpoint)
+            endpoint = self._endpoint
+        down = OUTAGES.skipped(endpoint)
+        if down is not None:  # another store of this run waited for it already
+            raise CacheUnavailable(down)
+        if self._bucket_checked:
+            return client
         # Not under the lock: threads arriving together check in parallel, so a server that does not
         # answer costs them one timeout, not one each in turn.
         try:
@@ -255,13 +263,7 @@ class S3Store:
             return "no AWS region configured (set the cache policy's region or AWS_DEFAULT_REGION)"
         if isinstance(exc, InvalidRegionError):
             return f"{self._region!r} is not a valid AWS region name"
-        if isinstance(exc, ConnectTimeoutError):
-            return f"connecting to {where} timed out"
-        if isinstance(exc, ReadTimeoutError):
-            return f"{where} did not answer in time {doing}"
-        if isinstance(exc, EndpointConnectionError):
-            return f"cannot connect to {where}"
-        return f"{doing} failed: {type(exc).__name__}"
+        return _outage(exc, where) or f"{doing} failed: {type(exc).__name__}"
 
 
 def _make_client(*, region: str | None, endpoint_url: str | None, path_style: bool) -> Any:
@@ -284,16 +286,48 @@ def _make_client(*, region: str | None, endpoint_url: str | None, path_style: bo
     return boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
 
 
+def _watch(client: Any, endpoint: str) -> None:
+    """Share the client's endpoint failures with every S3 store of the run (:mod:`imgbuild.cache.outages`).
+
+    A request that times out or cannot connect marks the endpoint down and is not tried again: a stalled
+    endpoint would most likely stall the retry too, and the build must not wait for more than one
+    timeout. Requests to an endpoint that is down fail before they are sent, retries in flight included.
+    """
+
+    def refuse(**_: Any) -> None:
+        down = OUTAGES.skipped(endpoint)
+        if down is not None:
+            raise CacheUnavailable(down)  # botocore hands it back as the attempt's error; not retried
+
+    def give_up(caught_exception: BaseException | None = None, **_: Any) -> bool | None:
+        reason = _outage(caught_exception, endpoint)
+        if reason is None:
+            return None  # botocore's retry handler decides
+        OUTAGES.trip(endpoint, reason)
+        return False  # no retry: the first answer of the needs-retry handlers decides
+
+    client.meta.events.register("before-send.s3", refuse)
+    client.meta.events.register_first("needs-retry.s3", give_up)
+
+
+def _outage(exc: BaseException | None, where: str) -> str | None:
+    """Why the endpoint ``where`` is down for the rest of the run, if ``exc`` says it is."""
+    if isinstance(exc, ConnectTimeoutError):
+        return f"connecting to {where} timed out"
+    if isinstance(exc, ReadTimeoutError):
+        return f"{where} did not answer in time"
+    if isinstance(exc, EndpointConnectionError):
+        return f"cannot connect to {where}"
+    return None
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _display_endpoint(endpoint_url: str | None, client: Any) -> str:
     url = endpoint_url or (client.meta.endpoint_url if client is not None else None)
-    if not url:
-        return "S3"
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"  # never user:password@
+    return endpoint_name(url) if url else "S3"
 
 
 def read_object(client: Any, bucket: str, key: str) -> bytes | None:

@@ -137,7 +137,10 @@ class GuardedStore:
     * :class:`CacheUnavailable` -> a miss or a no-op, one warning per store, and the backend is not called
       again in this run (a circuit breaker: an unreachable S3 must not cost a timeout per target).
     * A corrupt entry or blob -> a miss and a warning naming it. Nothing is deleted; if this run builds
-      the target again, the fresh entry or blob replaces the corrupt one (content checked first).
+      the target again, the fresh entry or blob replaces the corrupt one (content checked first). So does
+      the fresh entry of a key whose entry could not be restored (:meth:`mark_unrestorable`): its blobs
+      were damaged or gone, and a rebuild rarely gives the same blobs (the image's creation time differs),
+      so only a new entry stops every later run from failing the same restore.
     * ``put`` records an entry only if every blob it names is in the store (confirmed by this run's
       ``put_blob`` calls, else by ``has_blob``), so no entry points at a blob that is not there.
     * ``read_only=True`` turns writes into no-ops returning False (untrusted builds must not write).
@@ -200,6 +203,12 @@ class GuardedStore:
         if created and corrupt:
             self._warn(f"cache entry {entry.key} ({entry.label}) in {self.name} was corrupt; replaced")
         return created
+
+    def mark_unrestorable(self, key: str) -> None:
+        """The entry of ``key`` was found but its image could not be restored (a blob corrupt or missing,
+        the layout refused): the entry this run records for the key replaces it."""
+        if self.available:  # an unreachable store says nothing about the entry
+            self._mark_corrupt(key)
 
     def has_blob(self, digest: str) -> bool:
         return self._blob_present(digest)

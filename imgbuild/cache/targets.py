@@ -59,6 +59,11 @@ class MirroredStore:
         self.name = name
         self.read_only = read_only
 
+    @property
+    def available(self) -> bool:
+        """False once the remote store failed in this run."""
+        return self.remote().available
+
     def remote(self) -> GuardedStore:
         with self._lock:
             if self._remote is None:
@@ -94,6 +99,9 @@ class MirroredStore:
 
     def put_blob(self, digest: str, path: Path) -> bool:
         return self.remote().put_blob(digest, path)
+
+    def mark_unrestorable(self, key: str) -> None:
+        self.remote().mark_unrestorable(key)
 
     def entries_for(self, label: str, *, limit: int | None = None) -> list[CacheEntry]:
         return self.remote().entries_for(label, limit=limit)
@@ -171,11 +179,13 @@ class TargetCache:
             blob_dir.mkdir()
             for blob in entry.blobs:
                 if not store.get_blob(blob.digest, blob_dir / blob.digest.split(":", 1)[1]):
-                    return False  # the guard has warned
+                    store.mark_unrestorable(entry.key)  # the guard has warned
+                    return False
             try:
                 self.images.load(entry.oci_index, blob_dir, name, Path(tmp))
             except Exception as exc:  # the engine refused the layout: rebuild rather than fail
                 self.warn(f"restoring {entry.label} failed: {exc}; building it instead")
+                store.mark_unrestorable(entry.key)
                 return False
         return True
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Any
+from typing import Any, Iterator
 
 import pytest
 
@@ -14,6 +14,16 @@ def _no_subprocesses(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError(f"unit tests must not start processes: {args[:1]}")
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_outages() -> Iterator[None]:
+    """Each test is a run of its own: no S3 endpoint is down at its start."""
+    from imgbuild.cache import outages
+
+    outages.reset()
+    yield
+    outages.reset()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from imgbuild.build.executor import BuildError, BuildInterrupted, BuildOutput
+from imgbuild.build.images import SavedImage
 from imgbuild.build.request import BuildRequest
 from imgbuild.connections import Opened
 
@@ -76,6 +77,21 @@ class FakeImages:
     def untag(self, ref: str) -> None:
         with self.lock:
             self.refs.pop(ref, None)
+
+    def save(self, ref: str, workdir: Path) -> SavedImage:
+        """A layout of two blobs: a layer every image shares, and an index of the image's own."""
+        blob_dir = workdir / "blobs"
+        blob_dir.mkdir()
+        blobs = []
+        for data in (b"shared layer", self.refs[ref].encode()):
+            hexd = hashlib.sha256(data).hexdigest()
+            (blob_dir / hexd).write_bytes(data)
+            blobs.append((f"sha256:{hexd}", len(data), ""))
+        return SavedImage(index_json='{"schemaVersion":2}', blobs=tuple(blobs), blob_dir=blob_dir)
+
+    def load(self, index_json: str, blob_dir: Path, name: str, workdir: Path) -> None:
+        with self.lock:
+            self.loaded.append(name)
 
 
 def sha(data: bytes) -> str:

@@ -83,3 +83,7 @@ def test_no_cache_reaches_buildkit() -> None:
                        build_contexts=(), platforms=(), secrets=(), labels=(), tags=("a:dev",))
     assert "--no-cache" not in req.argv()
     assert replace(req, no_cache=True).argv()[-3:] == ("--no-cache", "--load", "/ws/a")
+    # Stages whose secrets changed; --no-cache covers them already.
+    filtered = replace(req, no_cache_filter=("deps", "fetch"))
+    assert filtered.argv()[-6:] == ("--no-cache-filter", "deps", "--no-cache-filter", "fetch", "--load", "/ws/a")
+    assert replace(filtered, no_cache=True).argv()[-3:] == ("--no-cache", "--load", "/ws/a")
