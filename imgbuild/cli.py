@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     si.add_argument("label", metavar="LABEL")
     si.add_argument("--json", action="store_true")
 
+    se = sub.add_parser("explain", parents=[common],
+                        help="a target's last build step by step: cached or ran, and why the first step ran")
+    se.add_argument("label", metavar="LABEL")
+    se.add_argument("--json", action="store_true")
+
     sc = sub.add_parser("cache", parents=[common],
                         help="the caches: `imgbuild cache stats`, `imgbuild cache gc` (clean-up)")
     sc.add_argument("action", choices=("stats", "gc"))

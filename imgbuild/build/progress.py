@@ -119,6 +119,9 @@ def summary(result: RunResult, out: IO[str]) -> None:
     for r in [head, *rows]:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
     for t in result.targets:
+        if t.steps is not None:  # issue #16: which step missed BuildKit's cache, and why
+            print(f"{t.label}  {t.steps.short()}", file=out)
+    for t in result.targets:
         if t.status == "failed":
             print(f"\n--- {t.label} failed: {t.error}", file=out)
             for line in t.log_tail:

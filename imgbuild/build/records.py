@@ -33,7 +33,7 @@ def records_for(result: RunResult, ws: Workspace, *, git: GitInfo, ci: CIRun | N
             ci_provider=ci.provider if ci else None, ci_run_id=ci.run_id if ci else None,
             ci_run_url=ci.run_url if ci else None, workspace=ws.root.name,
         )
-        out.append(HistoryRecord(kind="build", tags=t.tags, **common))  # type: ignore[arg-type]
+        out.append(HistoryRecord(kind="build", tags=t.tags, steps=t.steps, **common))  # type: ignore[arg-type]
         if t.pushed:
             out.append(HistoryRecord(kind="push", tags=_push_tags(t), pushed=t.pushed, **common))  # type: ignore[arg-type]
     return out

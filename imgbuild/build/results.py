@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imgbuild.stepwhy import StepReport
 
 REPORT_VERSION = 1
 
@@ -24,6 +27,7 @@ class TargetResult:
     input_digest: str | None = None
     pushed: tuple[str, ...] = ()  # repo@sha256:... references verified in the registries
     metadata: str = "{}"  # buildx's metadata of the build (JSON), "{}" when not built here
+    steps: StepReport | None = None  # per step: cached or ran, and why the first one ran (built or failed here)
 
     @property
     def ok(self) -> bool:
@@ -42,6 +46,7 @@ class TargetResult:
             "log": self.log_path,
             "error": self.error,
             "pushed": list(self.pushed),
+            "steps": None if self.steps is None else self.steps.to_dict(),
         }
 
 

@@ -23,6 +23,7 @@ from imgbuild.build.progress import Progress
 from imgbuild.build.request import BuildRequest, local_tag, plan_request
 from imgbuild.build.results import RunResult, TargetResult
 from imgbuild.build.secret_steps import secret_bypass
+from imgbuild.build.stepreport import previous_build, step_report
 from imgbuild.git import GitInfo
 from imgbuild.labels import file_name
 from imgbuild.model import Target, Workspace
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from imgbuild.cache.entry import CacheEntry
     from imgbuild.cache.targets import ImageStore, TargetCache
     from imgbuild.digest import Inputs
+    from imgbuild.stepwhy import StepReport
 
 
 CLAIM_TAG_PREFIX = "imgbuild-run-"
@@ -111,6 +113,7 @@ def execute(
     t0 = time.monotonic()
     targets = {str(s.target.label): s.target for s in plan.steps}
     built: dict[str, Built] = {}
+    reports: dict[str, StepReport] = {}  # what BuildKit did per step, for the targets built here
     lock = threading.Lock()
     run_id = secrets.token_hex(6)
 
@@ -237,6 +240,7 @@ def execute(
             request = replace(request, no_cache=bypass.everything, no_cache_filter=bypass.stages)
         path = log_path(options.logs_dir, target)
         path.parent.mkdir(parents=True, exist_ok=True)
+        before = previous_build(target, path, cache)  # read before this build overwrites the log and the entry
         with path.open("w", encoding="utf-8", buffering=1) as log:  # line-buffered: tail -f works
             log.write(f"# {target.label}: docker {' '.join(request.argv())}\n")
             if key:
@@ -251,6 +255,11 @@ def execute(
                     import shutil
 
                     shutil.rmtree(out, ignore_errors=True)
+                log.flush()
+                found = step_report(target, path, inputs[job.key] if inputs else None, before)
+                if found is not None:
+                    with lock:
+                        reports[job.key] = found
             if layers is not None:
                 note = layers.after(target)
                 if note:
@@ -281,7 +290,7 @@ def execute(
         if event.kind == "started":
             progress.started(event.key)
         elif event.result is not None:
-            progress.finished(_target_result(event.result, targets[event.key], options.logs_dir, inputs))
+            progress.finished(_target_result(event.result, targets[event.key], options.logs_dir, inputs, reports))
 
     jobs = [Job(key=str(s.target.label), deps=tuple(str(d) for d in s.deps)) for s in plan.steps]
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="imgbuild-record") as recorder:
@@ -291,7 +300,7 @@ def execute(
         for f in recordings:
             f.result()  # TargetCache.record never raises; this only waits
     return RunResult(
-        targets=tuple(_target_result(r, targets[r.key], options.logs_dir, inputs) for r in results),
+        targets=tuple(_target_result(r, targets[r.key], options.logs_dir, inputs, reports) for r in results),
         interrupted=stop.is_set(),
         started=started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         duration=time.monotonic() - t0,
@@ -333,14 +342,16 @@ def _line_writer(log: object) -> Callable[[str], None]:
     return write
 
 
-def _target_result(r: JobResult, target: Target, logs_dir: Path, inputs: dict[str, Inputs] | None) -> TargetResult:
+def _target_result(r: JobResult, target: Target, logs_dir: Path, inputs: dict[str, Inputs] | None,
+                   reports: dict[str, StepReport] | None = None) -> TargetResult:
     duration = r.finished - r.started if r.started is not None and r.finished is not None else None
     key = inputs[r.key].key() if inputs else None
+    steps = (reports or {}).get(r.key)
     if r.status is Status.SUCCEEDED and isinstance(r.value, Built):
         log = str(log_path(logs_dir, target)) if r.value.status == "built" else None
         return TargetResult(label=r.key, status=r.value.status, duration=duration, image_id=r.value.image_id,
                             digest=r.value.digest, tags=r.value.tags, log_path=log, input_digest=key,
-                            metadata=r.value.metadata)
+                            metadata=r.value.metadata, steps=steps if r.value.status == "built" else None)
     log = str(log_path(logs_dir, target)) if r.started is not None else None
     if r.status is Status.FAILED and isinstance(r.exception, BuildInterrupted):
         return TargetResult(label=r.key, status="cancelled", duration=duration, log_path=log, error="interrupted",
@@ -349,7 +360,7 @@ def _target_result(r: JobResult, target: Target, logs_dir: Path, inputs: dict[st
         exc = r.exception
         tail = exc.log_tail if isinstance(exc, BuildError) else ()
         return TargetResult(label=r.key, status="failed", duration=duration, log_path=log, error=r.error,
-                            log_tail=tail, input_digest=key)
+                            log_tail=tail, input_digest=key, steps=steps)
     status = "skipped" if r.status is Status.SKIPPED else "cancelled"
     return TargetResult(label=r.key, status=status, error=r.error, input_digest=key)
 

@@ -1,4 +1,5 @@
-"""``imgbuild inspect LABEL``: the layers of the target's latest image (count, sizes, the instruction of each)."""
+"""``imgbuild inspect LABEL``: the layers of the target's latest image (count, sizes, the instruction of each),
+and per step whether its last build found it in BuildKit's cache or ran it."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import argparse
 import json
 import os
 import re
+import sys
 
 from imgbuild.build.images import Images
 from imgbuild.cache.targets import TargetCache
 from imgbuild.commands import load_graph, patterns
 from imgbuild.commands.build import inputs_now
 from imgbuild.errors import ImgbuildError, LabelError
+from imgbuild.model import Workspace
 from imgbuild.plan import make_plan
+from imgbuild.stepwhy import StepReport, image_flags
 
 
 def main(args: argparse.Namespace) -> int:
@@ -35,19 +39,42 @@ def main(args: argparse.Namespace) -> int:
     steps = list(reversed(images.history(entry.image_id)))  # oldest first, as the Dockerfile reads
     layers = [s for s in steps if int(str(s.get("Size", 0)) or 0) > 0]
     total = sum(int(str(s.get("Size", 0))) for s in steps)
+    report = _last_build(graph.workspace, str(target.label), entry.image_id)
+    flags = image_flags(report, [_instruction(s) for s in steps]) if report else [None] * len(steps)
     if args.json:
         print(json.dumps({"label": str(target.label), "image_id": entry.image_id, "layer_count": len(layers),
                           "total_bytes": total,
-                          "steps": [{"instruction": _instruction(s), "bytes": int(str(s.get("Size", 0)))}
-                                    for s in steps]}, indent=2))
+                          "last_build": None if report is None else {"total": report.total, "cached": report.cached,
+                                                                     "first_ran": report.first_ran,
+                                                                     "reason": report.reason},
+                          "steps": [{"instruction": _instruction(s), "bytes": int(str(s.get("Size", 0))),
+                                     "cache": flag} for s, flag in zip(steps, flags)]}, indent=2))
         return 0
     print(f"{target.label}  {entry.image_id}")
-    print(f"{len(layers)} layers, {total / 1e6:.2f} MB\n")
-    print(f"{'SIZE':>10}  INSTRUCTION")
-    for s in steps:
+    print(f"{len(layers)} layers, {total / 1e6:.2f} MB")
+    print(f"last build: {report.short()}\n" if report else
+          "last build: no step details on record (see `imgbuild explain`)\n")
+    print(f"{'SIZE':>10}  {'CACHE':<6}  INSTRUCTION")
+    for s, flag in zip(steps, flags):
         size = int(str(s.get("Size", 0)))
-        print(f"{_size(size):>10}  {_instruction(s)[:110]}")
+        print(f"{_size(size):>10}  {flag or '':<6}  {_instruction(s)[:110]}")
     return 0
+
+
+def _last_build(ws: Workspace, label: str, image_id: str) -> StepReport | None:
+    """The step report of the build that made ``image_id``, from the history; None if none is on record."""
+    from imgbuild.commands.history import open_history
+    from imgbuild.history.store import HistoryError
+
+    warnings: list[str] = []
+    try:
+        records = open_history(ws, warnings.append).query(labels={label}, kind="build", limit=200)
+    except HistoryError as exc:
+        print(f"warning: no step flags: {exc}", file=sys.stderr)
+        return None
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return next((r.steps for r in records if r.steps is not None and r.image_id == image_id), None)
 
 
 def _instruction(step: dict[str, object]) -> str:

@@ -27,6 +27,7 @@ from imgbuild.canonical import canonical_json
 from imgbuild.errors import LabelError
 from imgbuild.history.store import CorruptRecord
 from imgbuild.labels import Label
+from imgbuild.stepwhy import StepReport
 
 RECORD_VERSION = 1
 KINDS = ("build", "push", "release")
@@ -50,6 +51,9 @@ _FIELDS: dict[str, str] = {
     "ci_provider": _OPT_STR, "ci_run_id": _OPT_STR, "ci_run_url": _OPT_STR,
     "release_version": _OPT_STR, "workspace": _OPT_STR,
 }
+# Keys a record may lack: they came later, and records written before them must stay readable (and keep their
+# id, so a record without one is stored without the key rather than with null).
+_OPTIONAL = frozenset({"steps"})
 
 
 def format_time(moment: datetime) -> str:
@@ -106,6 +110,7 @@ class HistoryRecord:
     ci_run_url: str | None = None
     release_version: str | None = None  # the release's version (`version` is the record format's)
     workspace: str | None = None
+    steps: StepReport | None = None  # a build's per-step cache use and why its first step ran (issue #16)
     version: int = RECORD_VERSION
     id: str = field(init=False, default="")
 
@@ -155,6 +160,8 @@ class HistoryRecord:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
                 raise ValueError(f"{name} must be a non-negative integer, not {value!r}")
+        if self.steps is not None and not isinstance(self.steps, StepReport):
+            raise ValueError(f"steps must be a StepReport, not {type(self.steps).__name__}")
         if not isinstance(self.git_dirty, bool):
             raise ValueError(f"git_dirty must be a boolean, not {self.git_dirty!r}")
         set_("id", _sha256(canonical_json(self._payload())))
@@ -169,7 +176,9 @@ class HistoryRecord:
         return any(ref == tag or _tag_part(ref) == tag for ref in self.tags)
 
     def _payload(self) -> dict[str, Any]:
+        optional = {} if self.steps is None else {"steps": self.steps.to_dict()}
         return {
+            **optional,
             "version": self.version,
             "kind": self.kind,
             "time": self.time,
@@ -227,15 +236,23 @@ class HistoryRecord:
         if _sha256(canonical_json(doc)) != claimed:
             raise CorruptRecord("its id does not match its content (modified or truncated)", where=where,
                                 record_id=claimed)
-        if set(doc) != set(_FIELDS):
-            extra, missing = sorted(set(doc) - set(_FIELDS)), sorted(set(_FIELDS) - set(doc))
+        if set(doc) - _OPTIONAL != set(_FIELDS):
+            extra, missing = sorted(set(doc) - set(_FIELDS) - _OPTIONAL), sorted(set(_FIELDS) - set(doc))
             raise CorruptRecord(f"fields differ from version {RECORD_VERSION} (unexpected {extra}, missing {missing})",
                                 where=where, record_id=claimed)
         try:
             for name, kind in _FIELDS.items():
                 _check_type(name, doc[name], kind)
+            steps = doc.get("steps")
+            if steps is not None and not isinstance(steps, dict):
+                raise ValueError(f"steps is {type(steps).__name__}, not object")
+            try:
+                parsed = None if steps is None else StepReport.from_dict(steps)
+            except (KeyError, TypeError) as exc:
+                raise ValueError(f"steps: malformed ({exc})") from None
             record = cls(**{
                 **doc,
+                "steps": parsed,
                 "platforms": tuple(doc["platforms"].items()),
                 "build_args": tuple(doc["build_args"].items()),
                 "pushed": tuple(doc["pushed"]),
