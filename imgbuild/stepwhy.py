@@ -184,7 +184,7 @@ def _copy_cause(rest: str, stages: list[_Stage], new: dict[str, Any],
     toks = _split(rest)
     source_from = next((t.split("=", 1)[1] for t in toks if t.startswith("--from=")), None)
     paths = [t for t in toks if not t.startswith("--")]
-    if len(paths) == 1 and paths[0].startswith("["):  # JSON form: COPY ["a", "b", "/dst/"]
+    if paths and paths[0].startswith("["):  # JSON form: COPY ["a", "b", "/dst/"]
         try:
             paths = [str(p) for p in json.loads(rest[rest.index("["):])]
         except ValueError:
