@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgbuild.build.steps import BuildLog
+from imgbuild.build.steps import BuildLog, LoggedStep
 from imgbuild.dockerfile import instructions
 
 # The instructions BuildKit numbers as steps ([stage i/n]); ARG, ENV, LABEL, CMD... are not.
 _COUNTED = ("FROM", "RUN", "COPY", "ADD", "WORKDIR")
 _MAX_FILES = 10
 _ARG_REF = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
+_ARG_REF_FULL = re.compile(r"\$\{[^}]*\}|\$[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,13 +118,21 @@ def explain_build(log: BuildLog, *, dockerfile: Path, new: dict[str, Any], old: 
     stages = _stages(dockerfile)
     by_key = {s.key: i for i, s in enumerate(stages)}
 
-    def locate(stage: str | None, index: int) -> _Instr | None:
-        i = by_key.get(stage)
-        if i is None and len(stages) == 1:
-            i = 0
-        if i is None:
-            return None
-        return next((x for x in stages[i].instrs if x.index == index), None)
+    def stage_of(key: str | None) -> int | None:
+        i = by_key.get(key)
+        return 0 if i is None and len(stages) == 1 else i
+
+    # A stage whose FROM is a named context (a dependency handed over as an OCI layout) has no FROM
+    # vertex and BuildKit numbers its first step 1, not 2: per stage, the offset that fits the text.
+    shifts: dict[int, int] = {}
+    for i, stage in enumerate(stages):
+        mine = [s for s in log.steps if stage_of(s.stage) == i]
+        scores = {shift: sum(_fits(s, _at(stage, s.index + shift)) for s in mine) for shift in (0, 1)}
+        shifts[i] = 1 if scores[1] > scores[0] else 0
+
+    def locate(key: str | None, index: int) -> _Instr | None:
+        i = stage_of(key)
+        return None if i is None else _at(stages[i], index + shifts[i])
 
     located = [(s, locate(s.stage, s.index)) for s in log.steps]
     order = {id(s): (x.stage if x else len(stages), s.index) for s, x in located}
@@ -140,6 +149,22 @@ def explain_build(log: BuildLog, *, dockerfile: Path, new: dict[str, Any], old: 
                                         previous_bases=previous_bases, nothing_cached=cached == 0)
     return StepReport(total=len(flags), cached=cached, steps=flags, bases=log.bases, first_ran=step.name,
                       cause=cause, reason=reason, files=files, args=args)
+
+
+def _at(stage: _Stage, index: int) -> _Instr | None:
+    return next((x for x in stage.instrs if x.index == index), None)
+
+
+def _fits(step: LoggedStep, instr: _Instr | None) -> int:
+    """2 when the Dockerfile's text matches what BuildKit printed (build args as wildcards), 1 for the same
+    instruction word, 0 otherwise."""
+    if instr is None:
+        return 0
+    word, _, printed = step.text.partition(" ")
+    if word.upper() != instr.word:
+        return 0
+    pattern = ".*".join(re.escape(" ".join(part.split())) for part in _ARG_REF_FULL.split(instr.args))
+    return 2 if re.fullmatch(pattern, " ".join(printed.split()), re.DOTALL) else 1
 
 
 def _cause(text: str, instr: _Instr | None, stages: list[_Stage], log: BuildLog, *, new: dict[str, Any],

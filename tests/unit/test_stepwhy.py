@@ -163,3 +163,15 @@ def test_inspect_flags_pair_the_final_stage_with_the_image_history() -> None:
                "RUN |1 BUILD_REV=1 /bin/sh -c echo \"rev ${BUILD_REV}\" > /app/rev", "ENV PORT=8080", "CMD [\"sh\"]"]
     assert image_flags(report, history) == [None, None, "cached", "cached", "ran", "ran", None, None]
     assert image_flags(report, ["(Imported from -)"]) == [None]  # an image that does not match: no flags
+
+
+def test_a_base_from_a_named_context_shifts_the_numbering() -> None:
+    """On builders outside the engine a dependency is an OCI-layout named context: no FROM vertex, and
+    BuildKit numbers the stage's steps from 1 (examples/monorepo's api after its base changed)."""
+    old = manifest(args={"PORT": "8080"}, deps={"BASE_IMAGE": "sha256:1"})
+    new = manifest(args={"PORT": "8080"}, deps={"BASE_IMAGE": "sha256:2"})
+    report = explain("docker-container", "8-named-context-base.log", new, old, dockerfile=DATA / "Dockerfile.api")
+    assert [(s.name, s.line, s.status) for s in report.steps] == [
+        ("[1/4]", 4, "ran"), ("[2/4]", 5, "ran"), ("[3/4]", 10, "ran")]
+    assert (report.first_ran, report.cause) == ("[1/4]", "base")
+    assert report.reason == "its base image (dependency BASE_IMAGE) changed"
