@@ -200,6 +200,9 @@ def _cause(text: str, instr: _Instr | None, stages: list[_Stage], log: BuildLog,
     if log.cache_import_errors:
         return "no_layer_cache", f"no layer cache available: the cache import failed ({log.cache_import_errors[0]})", \
             none, none
+    if log.cache_from is False and nothing_cached:
+        return "no_layer_cache", ("no layer cache available: its inputs did not change, this builder had none "
+                                  "and there was none to import (no cache policy, or its scope is empty)"), none, none
     return "no_layer_cache", ("no layer cache available: its inputs did not change, so this builder never built "
                               "it or its cache was pruned"), none, none
 

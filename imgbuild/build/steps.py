@@ -45,6 +45,7 @@ class BuildLog:
     bases: tuple[str, ...] = ()  # resolved FROM references (``docker.io/library/busybox:1.36@sha256:...``)
     cache_import_errors: tuple[str, ...] = ()  # "importing cache manifest from X: <error>"
     no_cache: bool = False  # the build ran with --no-cache (read from imgbuild's header line)
+    cache_from: bool | None = None  # it was given a --cache-from; None when the log has no imgbuild header
 
 
 def parse(text: str) -> BuildLog:
@@ -90,7 +91,7 @@ def parse(text: str) -> BuildLog:
         if previous is None or STATUSES.index(step.status) > STATUSES.index(previous.status):
             steps[key] = step
     return BuildLog(steps=tuple(steps.values()), bases=tuple(bases), cache_import_errors=tuple(import_errors),
-                    no_cache=" --no-cache" in header)
+                    no_cache=" --no-cache" in header, cache_from=" --cache-from " in header if header else None)
 
 
 def read(path: Path) -> BuildLog | None:

@@ -84,6 +84,11 @@ def test_a_failed_cache_import_or_a_first_build_is_no_layer_cache() -> None:
     # Unchanged inputs, nothing cached and nothing failed: the builder had nothing.
     pruned = explain("remote", "1-first.log", same, same)
     assert pruned.cause == "no_layer_cache" and "never built it or its cache was pruned" in pruned.reason
+    header = "# //a:a: docker buildx build --progress plain -f Dockerfile .\n"
+    bare = explain_build(parse(header + (DATA / "remote" / "1-first.log").read_text()), dockerfile=MULTI, new=same,
+                         old=same)
+    assert bare.reason == ("no layer cache available: its inputs did not change, this builder had none and there "
+                           "was none to import (no cache policy, or its scope is empty)")
 
 
 def test_no_cache_and_a_changed_dockerfile() -> None:
