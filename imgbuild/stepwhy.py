@@ -189,7 +189,9 @@ def _cause(text: str, instr: _Instr | None, stages: list[_Stage], log: BuildLog,
         changed_args = tuple(a for a in instr.scope
                              if (old.get("build_args") or {}).get(a) != (new.get("build_args") or {}).get(a))
         if word in ("COPY", "ADD"):
-            found = _copy_cause(rest, stages, new, old)
+            # --from as written: BuildKit prints ${ARG} substituted, with the dependency's image in its place.
+            written = next((t.split("=", 1)[1] for t in _split(instr.args) if t.startswith("--from=")), None)
+            found = _copy_cause(rest, written, stages, new, old)
             if found is not None:
                 return found
         if changed_args:
@@ -207,10 +209,9 @@ def _cause(text: str, instr: _Instr | None, stages: list[_Stage], log: BuildLog,
                               "it or its cache was pruned"), none, none
 
 
-def _copy_cause(rest: str, stages: list[_Stage], new: dict[str, Any],
+def _copy_cause(rest: str, source_from: str | None, stages: list[_Stage], new: dict[str, Any],
                 old: dict[str, Any]) -> tuple[str, str, tuple[str, ...], tuple[str, ...]] | None:
     toks = _split(rest)
-    source_from = next((t.split("=", 1)[1] for t in toks if t.startswith("--from=")), None)
     paths = [t for t in toks if not t.startswith("--")]
     if paths and paths[0].startswith("["):  # JSON form: COPY ["a", "b", "/dst/"]
         try:
