@@ -71,7 +71,7 @@ class StepReport:
         head = f"{self.cached}/{self.total} steps cached"
         first = self.first()
         if first is None:
-            return head
+            return head + (f" ({self.reason.partition('; ')[2]})" if self.args else "")
         where = f" (line {first.line})" if first.line else ""
         return f"{head}; ran from {first.name} {_clip(first.instruction, 60)}{where}: {self.reason}"
 
@@ -142,8 +142,14 @@ def explain_build(log: BuildLog, *, dockerfile: Path, new: dict[str, Any], old: 
     cached = sum(1 for f in flags if f.status == "cached")
     first = next(((s, x) for s, x in located if s.status not in ("cached", "unfinished")), None)
     if first is None:
+        # Rebuilt with every step cached: what changed went only into the image's configuration (ENV, LABEL...).
+        changed = tuple(a for a in sorted(set(new.get("build_args") or {}) | set((old or {}).get("build_args") or {}))
+                        if old is not None and _val(old, a) != _val(new, a))
+        reason = "every step was cached" + ("; build argument " + ", ".join(
+            f"{a} ({_val(old or {}, a)} -> {_val(new, a)})" for a in changed) + " changed only the image's "
+            "configuration" if changed else "")
         return StepReport(total=len(flags), cached=cached, steps=flags, bases=log.bases, first_ran=None,
-                          cause="none", reason="every step was cached")
+                          cause="none", reason=reason, args=changed)
     step, instr = first
     cause, reason, files, args = _cause(step.text, instr, stages, log, new=new, old=old,
                                         previous_bases=previous_bases, nothing_cached=cached == 0)

@@ -84,6 +84,15 @@ def test_a_changed_source_file_and_a_changed_build_arg_are_named(monorepo: Path,
     assert flags == {"COPY requirements.txt": "cached", "RUN |1": "cached", "COPY src/": "ran"} or \
         flags == {"COPY requirements.txt": "cached", "RUN /bin/sh": "cached", "COPY src/": "ran"}, flags
 
+    # A build argument of the app that only its ENV uses: every step cached, and the summary names it.
+    spec = root / "apps" / "api" / "BUILD.yaml"
+    spec.write_text(spec.read_text().replace("PORT: 8080", "PORT: 9090"))
+    targets, err = _build(root, "port.json")
+    api = targets["//apps/api:api"]
+    assert api["status"] == "built" and api["steps"]["args"] == ["PORT"]
+    assert _line(err, "//apps/api:api").endswith("steps cached (build argument PORT ('8080' -> '9090') changed "
+                                                  "only the image's configuration)")
+
     # A build argument the base's RUN uses: that RUN names it; the app's first step names its moved base.
     spec = root / "base" / "BUILD.yaml"
     spec.write_text(spec.read_text().replace('RELEASE: "2026.11"', f'RELEASE: "{uuid.uuid4().hex[:8]}"'))

@@ -149,6 +149,12 @@ def test_copy_sources_match_files_directories_and_patterns(tmp_path: Path) -> No
 def test_every_step_cached_has_no_first_step() -> None:
     report = explain("remote", "2-src.log", manifest(), manifest())
     assert (report.first_ran, report.cause, report.short()) == (None, "none", "8/8 steps cached")
+    # A build argument only ENV uses: every step cached, and the summary still names it.
+    report = explain("remote", "2-src.log", manifest(args={"TOOL_VERSION": "1", "BUILD_REV": "1", "PORT": "9090"}),
+                     manifest(args={"TOOL_VERSION": "1", "BUILD_REV": "1", "PORT": "8080"}))
+    assert (report.cause, report.args) == ("none", ("PORT",))
+    assert report.short() == ("8/8 steps cached (build argument PORT ('8080' -> '9090') changed only the image's "
+                              "configuration)")
 
 
 def test_the_report_round_trips_and_fits_the_schemas() -> None:
