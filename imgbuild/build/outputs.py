@@ -40,6 +40,9 @@ def github_summary(result: RunResult) -> str:
         took = "-" if t.duration is None else f"{t.duration:.1f}s"
         lines.append(f"| `{t.label}` | {icon.get(t.status, '')} {t.status} | {took} | "
                      f"`{(t.image_id or '-')[:19]}` | {'<br>'.join(f'`{p}`' for p in t.pushed) or '-'} |")
+    steps = [f"- `{t.label}` {t.steps.short()}" for t in result.targets if t.steps is not None]
+    if steps:  # issue #16: which step missed the layer cache, and why
+        lines += ["", "Layer cache, per built target:", "", *steps]
     counts: dict[str, int] = {}
     for t in result.targets:
         counts[t.status] = counts.get(t.status, 0) + 1

@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from imgbuild.build.executor import BuildError, BuildOutput
+from imgbuild.build.outputs import github_summary
 from imgbuild.build.progress import PlainProgress, summary
 from imgbuild.build.records import records_for
 from imgbuild.build.request import BuildRequest
@@ -80,6 +81,9 @@ def test_built_and_failed_targets_carry_their_steps_everywhere(make_ws: Workspac
     summary(result, out)
     assert ("//ok:ok  0/2 steps cached; ran from [2/3] COPY a.txt /a.txt (line 3): no layer cache available: "
             "first build of this target on record") in out.getvalue().splitlines()
+
+    assert ("- `//ok:ok` 0/2 steps cached; ran from [2/3] COPY a.txt /a.txt (line 3): no layer cache available: "
+            "first build of this target on record") in github_summary(result).splitlines()
 
     write_report(result, tmp_path / "report.json")
     doc = json.loads((tmp_path / "report.json").read_text())
