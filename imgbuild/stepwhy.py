@@ -12,6 +12,8 @@ steps were cached, which step ran first (in Dockerfile order), and the input tha
 * ``dependency``: a ``COPY --from`` a dependency target that changed;
 * ``stage``: a ``COPY --from`` an earlier stage that ran;
 * ``dockerfile``: the Dockerfile itself changed and nothing else explains the step;
+* ``secret``: a secret a ``RUN`` mounts changed, so imgbuild had BuildKit bypass its cache for that stage
+  (:mod:`imgbuild.build.secret_steps`; only the secret's id is named);
 * ``no_layer_cache``: the builder had nothing to reuse: ``--no-cache``, a failed layer-cache import, the
   first build of the target, or (when the inputs the step depends on did not change) a builder that never
   built it or whose cache was pruned;
@@ -57,7 +59,7 @@ class StepReport:
     cached: int
     steps: tuple[StepFlag, ...]  # Dockerfile order
     first_ran: str | None  # the ``name`` of the first step that ran, None if all were cached
-    cause: str  # files | build_arg | base | dependency | stage | dockerfile | no_layer_cache | none
+    cause: str  # files | build_arg | base | dependency | stage | dockerfile | secret | no_layer_cache | none
     reason: str  # one human sentence
     files: tuple[str, ...] = ()  # changed files under the step's sources (at most 10)
     args: tuple[str, ...] = ()  # build args whose value changed
@@ -177,6 +179,10 @@ def _cause(text: str, instr: _Instr | None, stages: list[_Stage], log: BuildLog,
            old: dict[str, Any] | None, previous_bases: tuple[str, ...],
            nothing_cached: bool) -> tuple[str, str, tuple[str, ...], tuple[str, ...]]:
     none: tuple[str, ...] = ()
+    stage_key = stages[instr.stage].key if instr is not None else None
+    if log.secrets_changed and (not log.no_cache_stages or stage_key in log.no_cache_stages):
+        return "secret", (f"secret {', '.join(log.secrets_changed)} changed: the steps that mount it ran without "
+                          "BuildKit's cache"), none, none
     if log.no_cache:
         return "no_layer_cache", "no layer cache available: built with --no-cache", none, none
     if log.cache_import_errors and nothing_cached:

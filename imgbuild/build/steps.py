@@ -20,6 +20,7 @@ from pathlib import Path
 
 _VERTEX = re.compile(r"^#(\d+) (.*)$")
 _STEP = re.compile(r"^\[(?P<prefix>[^\]]*?) ?(?P<index>\d+)/(?P<total>\d+)\] (?P<text>.+)$")
+_NO_CACHE_FILTER = re.compile(r" --no-cache-filter (\S+)")
 _END = re.compile(r"^(CACHED|DONE(?: [0-9.]+s)?|ERROR(?::.*)?|CANCELED(?: .*)?)$")
 
 STATUSES = ("cached", "ran", "failed", "cancelled", "unfinished")
@@ -46,6 +47,10 @@ class BuildLog:
     cache_import_errors: tuple[str, ...] = ()  # "importing cache manifest from X: <error>"
     no_cache: bool = False  # the build ran with --no-cache (read from imgbuild's header line)
     cache_from: bool | None = None  # it was given a --cache-from; None when the log has no imgbuild header
+    # A changed secret made imgbuild bypass BuildKit's cache (imgbuild.build.secret_steps, #14): its ids, and
+    # the stages given --no-cache-filter (none: --no-cache, every step).
+    secrets_changed: tuple[str, ...] = ()
+    no_cache_stages: tuple[str, ...] = ()
 
 
 def parse(text: str) -> BuildLog:
@@ -90,8 +95,12 @@ def parse(text: str) -> BuildLog:
         # Per platform the same step may be cached on one and run on another: the worse one counts.
         if previous is None or STATUSES.index(step.status) > STATUSES.index(previous.status):
             steps[key] = step
+    note = next((ln for ln in lines[:start + 1] if ln.startswith("# secret(s) ")), "")
+    secrets = tuple(x.strip() for x in note[len("# secret(s) "):].partition(" changed since")[0].split(",")
+                    if x.strip()) if note else ()
     return BuildLog(steps=tuple(steps.values()), bases=tuple(bases), cache_import_errors=tuple(import_errors),
-                    no_cache=" --no-cache" in header, cache_from=" --cache-from " in header if header else None)
+                    no_cache=" --no-cache " in header + " ", cache_from=" --cache-from " in header if header else None,
+                    secrets_changed=secrets, no_cache_stages=tuple(_NO_CACHE_FILTER.findall(header)))
 
 
 def read(path: Path) -> BuildLog | None:

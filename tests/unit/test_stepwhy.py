@@ -187,3 +187,15 @@ def test_a_base_from_a_named_context_shifts_the_numbering() -> None:
         ("[1/4]", 4, "ran"), ("[2/4]", 5, "ran"), ("[3/4]", 10, "ran")]
     assert (report.first_ran, report.cause) == ("[1/4]", "base")
     assert report.reason == "its base image (dependency BASE_IMAGE) changed"
+
+
+def test_a_changed_secret_names_its_id_for_the_stage_that_bypassed_the_cache() -> None:
+    header = ("# //a:a: docker buildx build --progress plain --secret id=npm_token,env=NPM_TOKEN "
+              "--no-cache-filter deps -f Dockerfile .\n# input digest sha256:1\n"
+              "# secret(s) npm_token changed since the target's previous cache entry: the steps of stage(s) deps "
+              "run without BuildKit's cache\n")
+    log = parse(header + (DATA / "docker" / "4-interleaved.log").read_text())
+    assert (log.secrets_changed, log.no_cache_stages, log.no_cache) == (("npm_token",), ("deps",), False)
+    report = explain_build(log, dockerfile=MULTI, new=manifest(), old=manifest())
+    assert (report.first_ran, report.cause) == ("[deps 3/4]", "secret")
+    assert report.reason == "secret npm_token changed: the steps that mount it ran without BuildKit's cache"
