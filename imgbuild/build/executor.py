@@ -16,7 +16,7 @@ import tempfile
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -114,24 +114,21 @@ class BuildxExecutor:
             log(line)
 
         with tempfile.TemporaryDirectory(prefix="imgbuild-") as tmp:
-            meta_path = Path(tmp) / "metadata.json"
-            argv = [self.docker, *_with_metadata(request, str(meta_path)).argv()]
-            for attempt in (1, 2):
-                try:
-                    code = proc.stream(argv, on_line=on_line, stop=stop, env=self.env)
-                except FileNotFoundError:
-                    raise EngineUnavailable(f"{self.docker}: command not found") from None
-                # Two builds loading the same image name at once (two CI jobs on one engine) race in
-                # containerd: 'image "...": already exists'. The second try is served from BuildKit's cache.
-                if code == 0 or attempt == 2 or not any("already exists" in ln for ln in tail):
-                    break
-                log("# the engine was naming the same image concurrently; trying once more")
-            if stop is not None and stop.is_set():
-                raise BuildInterrupted("interrupted", tuple(tail))
-            if code != 0:
-                reason = next((ln for ln in reversed(tail) if ln.startswith("ERROR")), f"exit status {code}")
-                raise BuildError(f"docker buildx build failed: {reason}", tuple(tail))
-            meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            if request.metadata_file is None:
+                request = replace(request, metadata_file=str(Path(tmp) / "metadata.json"))
+            meta_path = Path(str(request.metadata_file))
+            meta_path.unlink(missing_ok=True)  # what is read after the build is this build's
+            argv = command(request, docker=self.docker)
+            try:
+                code = self._run(argv, tail=tail, on_line=on_line, log=log, stop=stop)
+                if stop is not None and stop.is_set():
+                    raise BuildInterrupted("interrupted", tuple(tail))
+                if code != 0:
+                    reason = next((ln for ln in reversed(tail) if ln.startswith("ERROR")), f"exit status {code}")
+                    raise BuildError(f"docker buildx build failed: {reason}", tuple(tail))
+                meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+            finally:
+                meta_path.unlink(missing_ok=True)
         digest = meta.get("containerimage.digest")
         image_id = self._image_id(request, digest)
         return BuildOutput(
@@ -140,6 +137,20 @@ class BuildxExecutor:
             config_digest=meta.get("containerimage.config.digest"),
             metadata=json.dumps(meta, sort_keys=True, separators=(",", ":")),
         )
+
+    def _run(self, argv: list[str], *, tail: deque[str], on_line: Callable[[str], None], log: Callable[[str], None],
+             stop: threading.Event | None) -> int:
+        for attempt in (1, 2):
+            try:
+                code = proc.stream(argv, on_line=on_line, stop=stop, env=self.env)
+            except FileNotFoundError:
+                raise EngineUnavailable(f"{self.docker}: command not found") from None
+            # Two builds loading the same image name at once (two CI jobs on one engine) race in
+            # containerd: 'image "...": already exists'. The second try is served from BuildKit's cache.
+            if code == 0 or attempt == 2 or not any("already exists" in ln for ln in tail):
+                break
+            log("# the engine was naming the same image concurrently; trying once more")
+        return code
 
     def _image_id(self, request: BuildRequest, digest: str | None) -> str:
         if not request.load:
@@ -160,10 +171,9 @@ class BuildxExecutor:
         return str(image.id)
 
 
-def _with_metadata(request: BuildRequest, path: str) -> BuildRequest:
-    from dataclasses import replace
-
-    return replace(request, metadata_file=path)
+def command(request: BuildRequest, *, docker: str = "docker") -> list[str]:
+    """The command line that builds ``request``: what the executor runs and ``--dry-run`` prints."""
+    return [docker, *request.argv()]
 
 
 def _first_line(exc: BaseException) -> str:

@@ -166,7 +166,7 @@ class Images:
         index = json.loads(index_json)
         repo, _, tag = name.rpartition(":")
         for m in index.get("manifests", []):
-            m["annotations"] = {"io.containerd.image.name": _qualified(name), "org.opencontainers.image.ref.name": tag}
+            m["annotations"] = {"io.containerd.image.name": qualified_name(name), "org.opencontainers.image.ref.name": tag}
         tar_path = workdir / "restore.tar"
         with tarfile.open(tar_path, "w") as tf:
             _add_bytes(tf, "oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
@@ -197,7 +197,7 @@ def _digests(repo_digests: object) -> frozenset[str]:
     return frozenset(str(r).rpartition("@")[2] for r in refs if "@sha256:" in str(r))
 
 
-def _qualified(name: str) -> str:
+def qualified_name(name: str) -> str:
     """containerd wants a fully qualified name: busybox:1 -> docker.io/library/busybox:1."""
     first = name.split("/", 1)[0]
     if "/" not in name:

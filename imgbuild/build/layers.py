@@ -71,8 +71,12 @@ class LayerCaches:
                 self._stores[policy.name] = s3sync.open_store(policy, warn=self.warn, read_only=read_only)
             return self._stores[policy.name]
 
-    def before(self, target: Target, image_ref: str | None = None) -> Args:
-        """Fetch the target's scope from S3 if needed; its ``--cache-from`` and ``--cache-to`` values."""
+    def before(self, target: Target, image_ref: str | None = None, *, fetch: bool = True) -> Args:
+        """Fetch the target's scope from S3 if needed; its ``--cache-from`` and ``--cache-to`` values.
+
+        ``fetch=False`` (a dry run) fetches and creates nothing: a synced S3 cache then reads every scope it may
+        read.
+        """
         policy = self.policy(target)
         if policy is None:
             return (), ()
@@ -86,11 +90,13 @@ class LayerCaches:
             return (), ()  # BuildKit's own S3 client would wait for it, holding the build up
         if local is not None and (policy.backend == "local" or sync):
             # A synced S3 cache is written here by the pull even when the run writes no cache.
-            if self._check_dir(policy, local, writing=sync or scope.write_scope is not None) is not None:
+            # A dry run (fetch=False) creates nothing: a directory still to be made is then taken as usable.
+            writing = fetch and (sync or scope.write_scope is not None)
+            if self._check_dir(policy, local, writing=writing) is not None:
                 return (), ()
         if policy.backend == "local" and local is not None:
             available = {s for s in scope.read_scopes if scope_dir(local, s, name).is_dir()}
-        if sync and local is not None:
+        if fetch and sync and local is not None:
             from imgbuild.layercache import s3sync
 
             pulled = s3sync.pull_scopes(self._store(policy), local, scope.read_scopes, name)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,24 +79,27 @@ def with_push(result: RunResult, pushes: dict[str, tuple[tuple[str, ...], str | 
     return replace(result, targets=tuple(out))
 
 
-def write_metadata(result: RunResult, path: Path, refs: dict[str, str]) -> None:
-    """buildx's own ``--metadata-file`` keys per target, plus imgbuild's, keyed by label."""
+def write_metadata(result: RunResult, path: Path) -> None:
+    """Every key buildx wrote for each target's build (``docker buildx build --metadata-file``), plus imgbuild's,
+    keyed by label. Cached and restored targets carry what their cache entry knows of the build that made them."""
+    from imgbuild.build import metadata
+
     doc: dict[str, Any] = {}
     for t in result.targets:
-        meta = json.loads(t.metadata or "{}")
-        entry = {k: v for k, v in meta.items() if k.startswith(("containerimage.", "image.name"))}
-        if t.digest and "containerimage.digest" not in entry:
-            entry["containerimage.digest"] = t.digest
-        if "image.name" not in entry and refs.get(t.label):
-            entry["image.name"] = refs[t.label]
+        entry = metadata.parse(t.metadata)
+        if t.digest:
+            entry.setdefault(metadata.DIGEST_KEY, t.digest)
+        if metadata.NAME_KEY not in entry and t.tags:
+            entry[metadata.NAME_KEY] = metadata.image_names(t.tags)  # as buildx names a build with these tags
+        elif metadata.NAME_KEY not in entry and t.pushed:
+            entry[metadata.NAME_KEY] = t.pushed[0]
         entry.update({"imgbuild.label": t.label, "imgbuild.status": t.status, "imgbuild.input_digest": t.input_digest,
                       "imgbuild.rebuilt": t.status == "built", "imgbuild.image_id": t.image_id,
                       "imgbuild.tags": list(t.tags), "imgbuild.pushed": list(t.pushed),
                       "imgbuild.duration_s": None if t.duration is None else round(t.duration, 3),
                       "imgbuild.log": t.log_path})
         doc[t.label] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    _write_atomically(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
 
 
 def write_report(result: RunResult, path: Path) -> None:
@@ -105,7 +110,22 @@ def write_report(result: RunResult, path: Path) -> None:
         "interrupted": result.interrupted,
         "targets": [t.to_json() for t in result.targets],
     }
+    _write_atomically(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """A reader sees the old file or the new one, never half of one: a temporary file beside it, then os.replace.
+
+    The temporary name is unique, so two runs writing the same report do not write into each other's; it is
+    created with the umask's permissions (not mkstemp's 0600), as the file it replaces would be.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -8,7 +8,11 @@ builder as an OCI layout named context (:mod:`imgbuild.build.handoff`), since th
 
 from __future__ import annotations
 
+import hashlib
+import os
 import secrets
+import shlex
+import tempfile
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,7 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from imgbuild.build.executor import BuildError, BuildInterrupted, Executor
+from imgbuild.build import metadata
+from imgbuild.build.executor import BuildError, BuildInterrupted, Executor, command
 from imgbuild.build.handoff import OciLayouts, link_or_copy, top_digest
 from imgbuild.build.progress import Progress
 from imgbuild.build.request import BuildRequest, local_tag, plan_request
@@ -85,6 +90,87 @@ def local_tags(target: Target, ctx: TagContext) -> tuple[str, ...]:
     return tuple(out)
 
 
+def claim_tag(target: Target, run_id: str) -> str:
+    """A name only run ``run_id`` gives the target's build, until its exact-build tag is on."""
+    return f"{target.image}:{CLAIM_TAG_PREFIX}{run_id}"
+
+
+def _run_name(target: Target, run_id: str) -> str:
+    # The label hashed: it can be longer than a file name may be.
+    return f"{run_id}-{hashlib.sha256(str(target.label).encode()).hexdigest()[:16]}"
+
+
+def metadata_path(target: Target, run_id: str) -> str:
+    """Where buildx writes the metadata of ``target``'s build in run ``run_id`` (the executor reads and removes it).
+
+    Named by the run's random id, so concurrent runs never share one, and known in advance, so the dry run
+    prints the exact command.
+    """
+    return os.path.join(tempfile.gettempdir(), f"imgbuild-{_run_name(target, run_id)}.metadata.json")
+
+
+def output_dir(layouts: OciLayouts, target: Target, run_id: str) -> Path:
+    """Where the build of ``target`` in run ``run_id`` writes its OCI layout, until :meth:`OciLayouts.adopt`
+    moves it into place (named like ``OciLayouts.scratch``'s directories, but known to the dry run)."""
+    return layouts.root / f".out-{_run_name(target, run_id)}"
+
+
+def build_request(target: Target, ws: Workspace, *, dep_refs: dict[str, str], tags: tuple[str, ...], run_id: str,
+                  git: GitInfo, environ: dict[str, str], created: datetime, options: BuildOptions,
+                  layers: LayerCaches | None, dep_layouts: dict[str, str] | None = None, out: Path | None = None,
+                  fetch: bool = True) -> BuildRequest:
+    """The request the engine gets for ``target`` in run ``run_id``: what ``execute`` runs and ``--dry-run`` prints.
+
+    ``out``: the directory of the build's OCI layout output (builders that do not see the engine's images).
+    ``fetch=False`` (the dry run) leaves the layer caches kept in S3 where they are: a synced S3 cache then
+    lists every scope it would read, where a build passes only the one it fetched.
+    """
+    loading = options.loads(str(target.label))
+    request = plan_request(target, ws, dep_refs=dep_refs, git=git, created=created,
+                           tags=(*tags, claim_tag(target, run_id)) if loading else tags, environ=environ,
+                           builder=options.builder, named_contexts=options.named_contexts, dep_layouts=dep_layouts,
+                           metadata_file=metadata_path(target, run_id))
+    if out is not None:
+        request = replace(request, outputs=(f"type=oci,dest={out},tar=false",), load=loading)
+    if layers is not None:
+        # The `inline` backend reads its cache from the target's image in its (first) registry.
+        image_ref = (f"{ws.config.registry(target.registries[0]).url}/{target.image}:{tags[0].rpartition(':')[2]}"
+                     if target.registries and tags else None)
+        cache_from, cache_to = layers.before(target, image_ref, fetch=fetch)
+        # --no-cache still exports, so the next runs benefit from this fresh build.
+        request = replace(request, cache_from=() if options.no_cache else cache_from, cache_to=cache_to)
+    if options.no_cache:
+        request = replace(request, no_cache=True)
+    return request
+
+
+def dry_run(plan: Plan, ws: Workspace, *, git: GitInfo, environ: dict[str, str], options: BuildOptions,
+            layers: LayerCaches | None, now: datetime, run_id: str | None = None) -> list[tuple[Target, list[str]]]:
+    """Each step's command as ``execute`` would run it if every target were built; runs and writes nothing.
+
+    A dependency's image exists only once it is built: ``<image of //LABEL>`` (and on builders that do not
+    see the engine's images, ``<layout of //LABEL>``) stands where it goes.
+    """
+    run_id = run_id or new_run_id()
+    ctx = TagContext(git=git, now=now, environ=environ)
+    layouts = options.layouts
+    commands = []
+    for step in plan.steps:
+        t = step.target
+        dep_layouts = ({arg: f"oci-layout://<layout of {dep}>" for arg, dep in t.deps}
+                       if layouts is not None else None)
+        request = build_request(t, ws, dep_refs={arg: f"<image of {dep}>" for arg, dep in t.deps},
+                                dep_layouts=dep_layouts, tags=local_tags(t, ctx), run_id=run_id, git=git,
+                                environ=environ, created=now, options=options, layers=layers,
+                                out=output_dir(layouts, t, run_id) if layouts is not None else None, fetch=False)
+        commands.append((t, command(request)))
+    return commands
+
+
+def new_run_id() -> str:
+    return secrets.token_hex(6)
+
+
 def execute(
     plan: Plan,
     ws: Workspace,
@@ -115,7 +201,7 @@ def execute(
     built: dict[str, Built] = {}
     reports: dict[str, StepReport] = {}  # what BuildKit did per step, for the targets built here
     lock = threading.Lock()
-    run_id = secrets.token_hex(6)
+    run_id = new_run_id()
 
     def tag_context(label: str) -> TagContext:
         digest = inputs[label].key().split(":", 1)[1] if inputs else ""
@@ -126,25 +212,14 @@ def execute(
             if ref not in existing:
                 images.tag(image_id, ref)
 
-    def request_for(target: Target, tags: tuple[str, ...]) -> BuildRequest:
+    def request_for(target: Target, tags: tuple[str, ...], out: Path | None) -> BuildRequest:
         with lock:
             dep_refs = {arg: built[str(dep)].ref for arg, dep in target.deps}
             dep_layouts = None
             if layouts is not None:
                 dep_layouts = {arg: layouts.context(built[str(dep)].layout or "") for arg, dep in target.deps}
-        request = plan_request(target, ws, dep_refs=dep_refs, git=git, created=started_at, tags=tags,
-                               environ=environ, builder=options.builder, named_contexts=options.named_contexts,
-                               dep_layouts=dep_layouts)
-        if layers is not None:
-            # The `inline` backend reads its cache from the target's image in its (first) registry.
-            image_ref = (f"{ws.config.registry(target.registries[0]).url}/{target.image}:{tags[0].rpartition(':')[2]}"
-                         if target.registries and tags else None)
-            cache_from, cache_to = layers.before(target, image_ref)
-            # --no-cache still exports, so the next runs benefit from this fresh build.
-            request = replace(request, cache_from=() if options.no_cache else cache_from, cache_to=cache_to)
-        if options.no_cache:
-            request = replace(request, no_cache=True)
-        return request
+        return build_request(target, ws, dep_refs=dep_refs, dep_layouts=dep_layouts, tags=tags, run_id=run_id,
+                             git=git, environ=environ, created=started_at, options=options, layers=layers, out=out)
 
     # Look every target up before scheduling: keys are known (they derive from inputs, not from
     # images), lookups run in parallel, and one engine call then says which cached images are here.
@@ -200,7 +275,7 @@ def execute(
             status = "restored" if fetched else status
         if not options.loads(label):
             return Built(status=status, ref=ref, image_id=entry.image_id, digest=entry.manifest_digest, tags=tags,
-                         layout=layout)
+                         layout=layout, metadata=metadata.from_entry(entry))
         if existing is None:
             if layout is not None and layouts is not None:
                 if not _load_layout(images, layouts, layout, entry.oci_index, ref):
@@ -211,7 +286,7 @@ def execute(
             existing = frozenset({ref})
         apply_tags(entry.image_id, (ref, *tags), existing)
         return Built(status=status, ref=ref, image_id=entry.image_id, digest=entry.manifest_digest, tags=tags,
-                     layout=layout)
+                     layout=layout, metadata=metadata.from_entry(entry))
 
     def run(job: Job) -> Built:
         target = targets[job.key]
@@ -227,12 +302,12 @@ def execute(
                 return hit
         # A name only this run uses, so the image cannot lose its last name (and vanish from a containerd
         # image store) if a concurrent build moves the shared tags before this one tags its exact build.
-        claim = f"{target.image}:{CLAIM_TAG_PREFIX}{run_id}"
+        claim = claim_tag(target, run_id)
         loading = options.loads(job.key)
-        request = request_for(target, (*tags, claim) if loading else tags)
-        out = layouts.scratch() if layouts is not None else None
+        out = output_dir(layouts, target, run_id) if layouts is not None else None
         if out is not None:
-            request = replace(request, outputs=(f"type=oci,dest={out},tar=false",), load=loading)
+            out.mkdir(parents=True)
+        request = request_for(target, tags, out)
         # A changed secret: BuildKit would serve the steps that mount it from its cache (issue #14).
         bypass = (secret_bypass(target, inputs[job.key], cache)
                   if cache is not None and inputs is not None and not options.no_cache else None)
@@ -242,7 +317,7 @@ def execute(
         path.parent.mkdir(parents=True, exist_ok=True)
         before = previous_build(target, path, cache)  # read before this build overwrites the log and the entry
         with path.open("w", encoding="utf-8", buffering=1) as log:  # line-buffered: tail -f works
-            log.write(f"# {target.label}: docker {' '.join(request.argv())}\n")
+            log.write(f"# {target.label}: {shlex.join(command(request))}\n")
             if key:
                 log.write(f"# input digest {key}\n")
             if bypass is not None:
@@ -276,10 +351,10 @@ def execute(
             recordings.append(recorder.submit(
                 cache.record, target, key=key, ref=ref, image_id=output.image_id, manifest_digest=output.digest,
                 config_digest=output.config_digest, inputs=canonical_json(inputs[job.key].manifest()).decode(),
-                supersede=job.key in options.rebuild,
+                build_metadata=metadata.for_entry(output.metadata), supersede=job.key in options.rebuild,
                 layout=layouts.get(layout) if layouts is not None and layout is not None else None))
         result = Built(status="built", ref=ref, image_id=output.image_id, digest=output.digest, tags=tags,
-                       metadata=_without_name(output.metadata, claim), layout=layout)
+                       metadata=metadata.without_name(output.metadata, claim), layout=layout)
         if after_build is not None:
             after_build(target, result)  # e.g. --push-as-ready: a failure here fails the target
         with lock:
@@ -363,21 +438,3 @@ def _target_result(r: JobResult, target: Target, logs_dir: Path, inputs: dict[st
                             log_tail=tail, input_digest=key, steps=steps)
     status = "skipped" if r.status is Status.SKIPPED else "cancelled"
     return TargetResult(label=r.key, status=status, error=r.error, input_digest=key)
-
-
-def _without_name(metadata: str, name: str) -> str:
-    """buildx's metadata without the run's own claim tag in ``image.name`` (it is removed after the build)."""
-    import json
-
-    try:
-        doc = json.loads(metadata or "{}")
-    except ValueError:
-        return metadata
-    if isinstance(doc, dict) and isinstance(doc.get("image.name"), str):
-        tag = ":" + name.rpartition(":")[2]  # buildx may name it in full (docker.io/library/...)
-        names = [n for n in doc["image.name"].split(",") if n and not n.endswith(tag)]
-        doc["image.name"] = ",".join(names)
-        if not names:
-            del doc["image.name"]
-        return json.dumps(doc)
-    return metadata

@@ -20,6 +20,8 @@ ENTRY_VERSION = 1
 
 _FIELDS = frozenset({"version", "key", "label", "created", "image_id", "manifest_digest", "config_digest",
                      "blobs", "oci_index", "inputs", "pushed"})
+# Entries recorded before build metadata was kept lack it; they stay valid (an empty metadata).
+_OPTIONAL_FIELDS = frozenset({"build_metadata"})
 _BLOB_FIELDS = frozenset({"digest", "size", "media_type"})
 
 
@@ -51,6 +53,9 @@ class CacheEntry:
     oci_index: str  # the OCI layout's index.json text, to rebuild the tar
     inputs: str  # canonical JSON of the inputs that made the key ("why did it rebuild")
     pushed: tuple[str, ...] = ()  # "repo@sha256:..." references it was pushed as
+    # buildx's metadata of the build that recorded it, canonical JSON without image.name ("" if none): what a
+    # cached target reports in --metadata-file (buildx.build.ref, buildx.build.provenance, ...)
+    build_metadata: str = ""
     version: int = ENTRY_VERSION
 
     def __post_init__(self) -> None:
@@ -62,7 +67,9 @@ class CacheEntry:
         object.__setattr__(self, "pushed", tuple(sorted(set(self.pushed))))
 
     def _payload(self) -> dict[str, Any]:
+        optional = {"build_metadata": self.build_metadata} if self.build_metadata else {}
         return {
+            **optional,
             "version": self.version,
             "key": self.key,
             "label": self.label,
@@ -103,8 +110,8 @@ class CacheEntry:
             raise corrupt("no entry_digest")
         if _sha256(canonical_json(doc)) != claimed:
             raise corrupt("entry_digest does not match the content (modified or truncated)")
-        if set(doc) != _FIELDS:
-            extra, missing = sorted(set(doc) - _FIELDS), sorted(_FIELDS - set(doc))
+        if not _FIELDS <= set(doc) <= _FIELDS | _OPTIONAL_FIELDS:
+            extra, missing = sorted(set(doc) - _FIELDS - _OPTIONAL_FIELDS), sorted(_FIELDS - set(doc))
             raise corrupt(f"fields differ from version {ENTRY_VERSION} (unexpected {extra}, missing {missing})")
         try:
             entry = cls(
@@ -118,6 +125,7 @@ class CacheEntry:
                 oci_index=_str(doc, "oci_index"),
                 inputs=_str(doc, "inputs"),
                 pushed=tuple(_as_str(p, "pushed") for p in _list(doc, "pushed")),
+                build_metadata=_as_str(doc.get("build_metadata", ""), "build_metadata"),
                 version=ENTRY_VERSION,
             )
         except ValueError as exc:

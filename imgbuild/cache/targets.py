@@ -190,7 +190,8 @@ class TargetCache:
         return True
 
     def record(self, target: Target, *, key: str, ref: str, image_id: str, manifest_digest: str | None,
-               config_digest: str | None, inputs: str, supersede: bool = False, layout: Path | None = None) -> None:
+               config_digest: str | None, inputs: str, build_metadata: str = "", supersede: bool = False,
+               layout: Path | None = None) -> None:
         """Store the built image's blobs (only those missing) and its entry, from the engine or, when given,
         the OCI ``layout`` the build exported. Never raises."""
         store = self.store_for(target)
@@ -214,5 +215,6 @@ class TargetCache:
                 blobs=tuple(Blob(digest=d, size=s, media_type=m) for d, s, m in saved.blobs),
                 oci_index=saved.index_json,
                 inputs=inputs,
+                build_metadata=build_metadata,
             )
             store.put(entry, supersede=supersede)

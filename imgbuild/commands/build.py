@@ -23,9 +23,9 @@ from imgbuild.build.images import Images
 from imgbuild.build.trust import TRUST_FILE, TrustingImages
 from imgbuild.build.layers import LayerCaches
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
-from imgbuild.build.request import local_tag, plan_request
+from imgbuild.build.request import local_tag
 from imgbuild.build.results import RunResult, TargetResult, with_push, write_metadata, write_report
-from imgbuild.build.run import BuildOptions, Built, execute, local_tags
+from imgbuild.build.run import BuildOptions, Built, dry_run, execute
 from imgbuild.commands import load_graph, patterns
 from imgbuild.connections import Connections
 from imgbuild.cache.targets import TargetCache
@@ -40,7 +40,6 @@ from imgbuild.registry import Authorizer, RegistryClient
 from imgbuild.model import Target, Workspace
 from imgbuild.plan import Plan, make_plan
 from imgbuild.statcache import StatCache
-from imgbuild.tags import TagContext
 from imgbuild.engine_events import normal_ref
 from imgbuild.uptodate import Recorder
 
@@ -117,9 +116,8 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
         _check_push_targets(plan)
     git = gitinfo.read(ws.root)
     environ = dict(os.environ)
-    parallelism = args.jobs or ws.config.concurrency
     if args.dry_run:
-        _dry_run(plan, ws, git=git, environ=environ, builder=args.builder)
+        _dry_run(args, graph, plan, git=git, environ=environ, current=current)
         return None
     if args.push_as_ready:
         args.push = True
@@ -146,14 +144,8 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
         if res.error:
             raise PushError(res.error)
     now = datetime.now(timezone.utc)
-    builder = builders.resolve(args.builder, environ)  # an unknown builder is exit 3 before anything runs
-    layers = LayerCaches(ws, git=git, now=now, read_only=args.cache_read_only, builder=args.builder,
-                         environ=environ, warn=lambda m: print(f"warning: {m}", file=sys.stderr),
-                         driver=lambda _name: builder.driver)
+    layers, options = _run_options(args, graph, plan, git=git, environ=environ, now=now, current=current)
     inputs = compute_inputs(graph, plan, environ, extra=layers.period)
-    rebuild = {str(s.target.label) for s in plan.steps} if args.no_cache else set()
-    if args.rebuild:
-        rebuild |= {str(lb) for lb in graph.select(patterns(args.rebuild, current))}
     executor = BuildxExecutor()
     images = TrustingImages(ws.root / TRUST_FILE, environ)
     stop = threading.Event()
@@ -161,12 +153,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     warn = once_per_outage(progress.warn)
     cache = TargetCache(ws, images, warn=warn, read_only=args.cache_read_only)
     layers.warn = warn
-    layouts = None if builder.sees_engine_images else OciLayouts(ws.root / ".imgbuild" / "oci")
-    loaded = frozenset() if getattr(args, "no_load", False) else frozenset(
-        lb for lb in requested if graph.target(Label.parse(lb)).load)
-    options = BuildOptions(parallelism=parallelism, logs_dir=ws.root / ".imgbuild" / "logs",
-                           keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild),
-                           no_cache=args.no_cache, layouts=layouts, load=loaded)
+    loaded = options.load or frozenset()
     try:
         with _stop_on_signals(stop):
             result = execute(plan, ws, executor, images=images, options=options, git=git, environ=environ,
@@ -188,7 +175,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     if args.json:
         write_report(result, args.json)
     if args.metadata_file:
-        write_metadata(result, args.metadata_file, {t: (next(iter(p[0]), "") if p[0] else "") for t, p in pushes.items()})
+        write_metadata(result, args.metadata_file)
     summary(result, sys.stderr)
     journal = getattr(args, "journal", None)
     if journal is not None:
@@ -398,15 +385,32 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _dry_run(plan: Plan, ws: Workspace, *, git: gitinfo.GitInfo, environ: dict[str, str],
-             builder: str | None) -> None:
+def _run_options(args: argparse.Namespace, graph: TargetGraph, plan: Plan, *, git: gitinfo.GitInfo,
+                 environ: dict[str, str], now: datetime, current: str) -> tuple[LayerCaches, BuildOptions]:
+    """The layer caches and the options of a build with ``args``: the same for a build and its dry run."""
+    ws = graph.workspace
+    builder = builders.resolve(args.builder, environ)  # an unknown builder is exit 3 before anything runs
+    layers = LayerCaches(ws, git=git, now=now, read_only=args.cache_read_only, builder=args.builder,
+                         environ=environ, warn=lambda m: print(f"warning: {m}", file=sys.stderr),
+                         driver=lambda _name: builder.driver)
+    rebuild = {str(s.target.label) for s in plan.steps} if args.no_cache else set()
+    if args.rebuild:
+        rebuild |= {str(lb) for lb in graph.select(patterns(args.rebuild, current))}
+    layouts = None if builder.sees_engine_images else OciLayouts(ws.root / ".imgbuild" / "oci")
+    loaded = frozenset() if getattr(args, "no_load", False) else frozenset(
+        str(s.target.label) for s in plan.steps if s.requested and s.target.load)
+    options = BuildOptions(parallelism=args.jobs or ws.config.concurrency, logs_dir=ws.root / ".imgbuild" / "logs",
+                           keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild),
+                           no_cache=args.no_cache, layouts=layouts, load=loaded)
+    return layers, options
+
+
+def _dry_run(args: argparse.Namespace, graph: TargetGraph, plan: Plan, *, git: gitinfo.GitInfo,
+             environ: dict[str, str], current: str) -> None:
+    """Print the command each target's build would run (cache arguments included), shell-quoted; run nothing."""
     now = datetime.now(timezone.utc)
-    ctx = TagContext(git=git, now=now, environ=environ)
-    for step in plan.steps:
-        t = step.target
-        # A dependency's image exists only once it is built: show which one goes there.
-        refs = {arg: f"<image of {dep}>" for arg, dep in t.deps}
-        request = plan_request(t, ws, dep_refs=refs, git=git, created=now, tags=local_tags(t, ctx),
-                               environ=environ, builder=builder)
-        print(f"# {t.label}")
-        print(shlex.join(["docker", *request.argv()]))
+    layers, options = _run_options(args, graph, plan, git=git, environ=environ, now=now, current=current)
+    for target, argv in dry_run(plan, graph.workspace, git=git, environ=environ, options=options, layers=layers,
+                                now=now):
+        print(f"# {target.label}")
+        print(shlex.join(argv))

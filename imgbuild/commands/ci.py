@@ -15,7 +15,7 @@ from pathlib import Path
 
 from imgbuild import git as gitinfo
 from imgbuild.build.outputs import github_annotations, github_summary, write_junit
-from imgbuild.build.results import RunResult
+from imgbuild.build.results import RunResult, write_metadata
 from imgbuild.ci import CIRun, detect
 from imgbuild.commands import load_graph
 from imgbuild.commands.check import FAIL_ON, fails, run_check
@@ -40,6 +40,8 @@ def add_arguments(sub: argparse._SubParsersAction, common: argparse.ArgumentPars
     p.add_argument("-j", "--jobs", type=int, metavar="N")
     p.add_argument("--json", type=Path, default=Path("imgbuild-report.json"), metavar="FILE")
     p.add_argument("--junit", type=Path, default=Path("imgbuild-junit.xml"), metavar="FILE")
+    p.add_argument("--metadata-file", type=Path, metavar="FILE",
+                   help="write buildx's metadata (containerimage.digest, buildx.build.ref, ...) per target")
     p.add_argument("--pattern", action="append", default=[], metavar="PATTERN",
                    help="limit to these targets (default //...)")
     p.add_argument("--check-fail-on", choices=FAIL_ON, default="never", metavar="LEVEL",
@@ -100,7 +102,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     plan = make_plan(graph, parse_patterns(sorted(str(lb) for lb in selected)))
     options = options_for(patterns=[str(lb) for lb in sorted(selected)], jobs=args.jobs, progress="plain",
-                          json=args.json, cache_read_only=fork, push=push, workspace=args.workspace)
+                          json=args.json, metadata_file=args.metadata_file, cache_read_only=fork, push=push,
+                          workspace=args.workspace)
     result = run_plan(options, graph, plan, "")
     _write_outputs(result, args, ws, environ)
     return exit_status(result)
@@ -110,6 +113,8 @@ def _write_outputs(result: RunResult | None, args: argparse.Namespace, ws: Works
                    environ: dict[str, str]) -> None:
     res = result or RunResult(targets=(), interrupted=False, started="", duration=0.0)
     write_junit(res, args.junit)
+    if result is None and args.metadata_file:
+        write_metadata(res, args.metadata_file)  # nothing to build: a step reading it finds {}, not nothing
     if environ.get("GITHUB_ACTIONS") == "true":
         summary_path = environ.get("GITHUB_STEP_SUMMARY")
         if summary_path:

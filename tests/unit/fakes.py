@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO, Callable
 
 from imgbuild.build.executor import BuildError, BuildInterrupted, BuildOutput
-from imgbuild.build.images import SavedImage
+from imgbuild.build.images import SavedImage, qualified_name
 from imgbuild.build.request import BuildRequest
 from imgbuild.connections import Opened
 
@@ -20,8 +20,10 @@ from imgbuild.connections import Opened
 class FakeExecutor:
     """Builds instantly (or after ``durations[label]`` s); image ids derive from the request itself."""
 
-    def __init__(self, *, fail: frozenset[str] = frozenset(), durations: dict[str, float] | None = None) -> None:
+    def __init__(self, *, fail: frozenset[str] = frozenset(), durations: dict[str, float] | None = None,
+                 build_refs: bool = False) -> None:
         self.fail = fail
+        self.build_refs = build_refs  # metadata with a buildx.build.ref per build, as buildx writes it
         self.durations = durations or {}
         self.requests: list[BuildRequest] = []
         self.lock = threading.Lock()
@@ -39,6 +41,10 @@ class FakeExecutor:
             log("#2 ERROR: process did not complete successfully: exit code: 1")
             raise BuildError("docker buildx build failed: exit code: 1", ("#2 ERROR: exit code: 1",))
         digest = "sha256:" + hashlib.sha256(repr(request.argv()).encode()).hexdigest()
+        meta = {"buildx.build.ref": f"default/default/{len(self.requests)}", "containerimage.digest": digest,
+                "containerimage.descriptor": {"mediaType": "application/vnd.oci.image.index.v1+json",
+                                              "digest": digest, "size": 855},
+                "image.name": ",".join(qualified_name(t) for t in request.tags)} if self.build_refs else {}
         for output in request.outputs:  # BuildKit's type=oci,tar=false exporter: a layout in dest
             fields = dict(f.split("=", 1) for f in output.split(","))
             if fields.get("type") == "oci":
@@ -47,7 +53,7 @@ class FakeExecutor:
                 (dest / "blobs" / "sha256" / digest[7:]).write_text("{}")
                 (dest / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
                     {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": digest, "size": 2}]}))
-        return BuildOutput(image_id=digest, digest=digest, config_digest=None, metadata="{}")
+        return BuildOutput(image_id=digest, digest=digest, config_digest=None, metadata=json.dumps(meta))
 
     def request(self, label: str) -> BuildRequest:
         return next(r for r in self.requests if r.label == label)
@@ -79,18 +85,26 @@ class FakeImages:
             self.refs.pop(ref, None)
 
     def save(self, ref: str, workdir: Path) -> SavedImage:
-        """A layout of two blobs: a layer every image shares, and an index of the image's own."""
+        """A layout of two blobs: a layer every image shares, and one of the image's own; its index names the
+        image id as its manifest (as the containerd image store's ids are)."""
+        with self.lock:
+            image_id = self.refs[ref]
         blob_dir = workdir / "blobs"
         blob_dir.mkdir()
         blobs = []
-        for data in (b"shared layer", self.refs[ref].encode()):
+        for data in (b"shared layer", image_id.encode()):
             hexd = hashlib.sha256(data).hexdigest()
             (blob_dir / hexd).write_bytes(data)
             blobs.append((f"sha256:{hexd}", len(data), ""))
-        return SavedImage(index_json='{"schemaVersion":2}', blobs=tuple(blobs), blob_dir=blob_dir)
+        index = {"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                                                    "digest": image_id, "size": 855}]}
+        return SavedImage(index_json=json.dumps(index, sort_keys=True), blobs=tuple(blobs), blob_dir=blob_dir)
 
     def load(self, index_json: str, blob_dir: Path, name: str, workdir: Path) -> None:
         with self.lock:
+            manifests = json.loads(index_json).get("manifests") or ()
+            if manifests:
+                self.refs[name] = manifests[0]["digest"]
             self.loaded.append(name)
 
 
