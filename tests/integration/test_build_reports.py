@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import write_files
 from tests.integration.conftest import docker, imgbuild, run_in_image
 
-pytestmark = pytest.mark.usefixtures("engine")
+pytestmark = pytest.mark.usefixtures("engine", "builder")
 
 RUN_KEYS = ("imgbuild.status", "imgbuild.rebuilt", "imgbuild.duration_s", "imgbuild.log")
 
