@@ -107,3 +107,13 @@ def test_a_dry_run_command_run_by_hand_builds_what_imgbuild_would(tmp_path: Path
         metadata.unlink(missing_ok=True)
     assert run_in_image(f"{prefix}-base:dev", "cat", "/base.txt").strip() == prefix
     assert (dest / "index.json").is_file()  # the layer cache it named was written
+
+
+def test_ci_with_nothing_to_build_writes_an_empty_metadata_file(tmp_path: Path, prefix: str) -> None:
+    root = workspace(tmp_path / "ws", prefix)
+    for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *argv], cwd=root, check=True)
+    r = imgbuild("ci", "--since", "HEAD", "--no-push", "--metadata-file", "out/meta.json", cwd=root,
+                 env={"CI": "true"})
+    assert r.code == 0, r.err
+    assert "nothing to build" in r.err and read(root / "out/meta.json") == {}
