@@ -86,7 +86,8 @@ def test_dry_run_prints_the_argv_the_executor_runs(make_ws: WorkspaceFactory, no
                      layers=layers(root, read_only=read_only), now=NOW)
     assert result.ok
     ran = {r.label: contexts_sorted(command(r)) for r in executor.requests}
-    run_id = next(t for t in executor.request("//api:api").tags if CLAIM_TAG_PREFIX in t).rpartition(CLAIM_TAG_PREFIX)[2]
+    claim = next(t for t in executor.request("//api:api").tags if CLAIM_TAG_PREFIX in t)
+    run_id = claim.rpartition(CLAIM_TAG_PREFIX)[2]
 
     printed = dry_run(plan, ws, git=GIT, environ=ENV, options=options, layers=layers(root, read_only=read_only),
                       now=NOW, run_id=run_id)
