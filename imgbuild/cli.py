@@ -129,8 +129,8 @@ MIN_PYTHON = {(3, 10): (3, 10, 12), (3, 11): (3, 11, 4)}
 def python_problem(version: tuple[int, ...]) -> str | None:
     """Why this Python cannot run imgbuild, or None when it can."""
     v = tuple(version[:3])
-    need = MIN_PYTHON.get(v[:2], (3, 10, 12))
-    if v >= (3, 12) or (v[:2] in MIN_PYTHON and v >= need):
+    need = MIN_PYTHON.get((v[0], v[1]), (3, 10, 12))
+    if v >= (3, 12) or v[:2] in MIN_PYTHON and v >= need:
         return None
     shown = ".".join(str(n) for n in v)
     wanted = ".".join(str(n) for n in need)
