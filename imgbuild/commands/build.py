@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from imgbuild import git as gitinfo
+from imgbuild import statedir
 from imgbuild.build import builders
 from imgbuild.build.executor import BuildxExecutor
 from imgbuild.build.handoff import OciLayouts
 from imgbuild.build.images import Images
-from imgbuild.build.trust import TRUST_FILE, TrustingImages
+from imgbuild.build.trust import TrustingImages
 from imgbuild.build.layers import LayerCaches
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
 from imgbuild.build.request import local_tag, plan_request
@@ -33,6 +34,7 @@ from imgbuild.digest import Hasher, Inputs
 from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, ImgbuildError, SpecError, SpecErrors
 from imgbuild.fileset import FilesetError
 from imgbuild.graph import TargetGraph
+from imgbuild.history.store import sqlite_path
 from imgbuild.labels import Label
 from imgbuild.push import PushError, Pusher, plan_push
 from imgbuild.regcopy import Copier
@@ -155,16 +157,16 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     if args.rebuild:
         rebuild |= {str(lb) for lb in graph.select(patterns(args.rebuild, current))}
     executor = BuildxExecutor()
-    images = TrustingImages(ws.root / TRUST_FILE, environ)
+    images = TrustingImages(ws.state.engine_trust, environ)
     stop = threading.Event()
     progress = _progress(args.progress, len(plan.steps))
     warn = once_per_outage(progress.warn)
     cache = TargetCache(ws, images, warn=warn, read_only=args.cache_read_only)
     layers.warn = warn
-    layouts = None if builder.sees_engine_images else OciLayouts(ws.root / ".imgbuild" / "oci")
+    layouts = None if builder.sees_engine_images else OciLayouts(ws.state.oci_layouts)
     loaded = frozenset() if getattr(args, "no_load", False) else frozenset(
         lb for lb in requested if graph.target(Label.parse(lb)).load)
-    options = BuildOptions(parallelism=parallelism, logs_dir=ws.root / ".imgbuild" / "logs",
+    options = BuildOptions(parallelism=parallelism, logs_dir=ws.state.logs,
                            keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild),
                            no_cache=args.no_cache, layouts=layouts, load=loaded)
     try:
@@ -187,8 +189,10 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
                               warn=progress.warn)
     if args.json:
         write_report(result, args.json)
+        statedir.remember_output(ws.state, args.json)  # not a change to the work tree (git.read)
     if args.metadata_file:
         write_metadata(result, args.metadata_file, {t: (next(iter(p[0]), "") if p[0] else "") for t, p in pushes.items()})
+        statedir.remember_output(ws.state, args.metadata_file)
     summary(result, sys.stderr)
     journal = getattr(args, "journal", None)
     if journal is not None:
@@ -211,9 +215,7 @@ def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Works
              records: list[HistoryRecord], warned: bool, layers: LayerCaches, images: dict[str, str]) -> None:
     """Let the next identical command answer from a journal (imgbuild.uptodate) if this one was a pure no-op."""
     targets = [graph.target(Label.parse(t.label)) for t in result.targets]
-    from imgbuild.commands.history import SPOOL_DIR
-
-    spool = ws.root / SPOOL_DIR
+    spool = ws.state.history_spool
     if (warned or not result.ok or any(t.status != "cached" or not t.image_id for t in result.targets)
             or ws.config.history.backend != "sqlite" or (spool.is_dir() and any(spool.iterdir()))
             or any("{datetime" in tag for t in targets for tag in t.tags) or any(layers.period(t) for t in targets)):
@@ -222,7 +224,7 @@ def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Works
     summary(result, table)
     lines = table.getvalue().rstrip("\n").split("\n")
     payloads = [{k: v for k, v in r.to_dict().items() if k not in ("id", "time")} for r in records]
-    journal.save(images=images, records=payloads, history_db=str(ws.root / ws.config.history.path),
+    journal.save(images=images, records=payloads, history_db=str(sqlite_path(ws.config.history, ws.root)),
                  summary=lines[:-1], state=lines[-1].rsplit(" in ", 1)[0], git=[git.sha, git.branch, git.dirty])
 
 
@@ -256,7 +258,7 @@ def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str],
                    extra: Callable[[Target], tuple[tuple[str, str], ...]] | None = None) -> dict[str, Inputs]:
     """Input digests of every step, with the workspace's stat cache (saved for the next run)."""
     ws = graph.workspace
-    stat_cache = StatCache(ws.root / ".imgbuild" / "statcache.json")
+    stat_cache = StatCache(ws.state.statcache)
     hasher = Hasher(ws, stat_cache=stat_cache, environ=environ, extra=extra)
     try:
         found = hasher.compute(graph, [s.target.label for s in plan.steps])

@@ -1,4 +1,5 @@
-"""The history in a SQLite file: the default, ``.imgbuild/history.sqlite`` in the workspace.
+"""The history in a SQLite file: the default, ``history.sqlite`` in the workspace's state directory
+(:mod:`imgbuild.statedir`).
 
 One table, ``records``: the record's canonical JSON and, beside it, the fields the queries select on
 (id, time, label, git commit, kind), indexed. Append-only: rows are added with ``INSERT OR IGNORE``
@@ -110,6 +111,25 @@ class SqliteHistory:
                     if q.limit is not None and len(found) >= q.limit:
                         break
         return found
+
+    def absorb(self, old: Path) -> None:
+        """Copy every row of another history file into this one, then delete that file (and its WAL).
+
+        Rows are copied as they are, damaged ones too (a query still reports those): moving a history
+        never drops a record. The old file is removed only once every one of its ids is found here.
+        """
+        with self._connect(f"copying the records of {old}") as db:
+            db.execute("ATTACH DATABASE ? AS old", (str(old),))
+            with db:
+                db.execute("INSERT OR IGNORE INTO main.records (id, time, label, git_commit, kind, record) "
+                           "SELECT id, time, label, git_commit, kind, record FROM old.records")
+            missing = db.execute("SELECT count(*) FROM old.records WHERE id NOT IN (SELECT id FROM main.records)"
+                                 ).fetchone()[0]
+            db.execute("DETACH DATABASE old")
+        if missing:
+            raise HistoryUnavailable(f"{missing} record(s) of {old} were not copied to {self.path}")
+        for suffix in ("-wal", "-shm", ""):
+            Path(f"{old}{suffix}").unlink(missing_ok=True)
 
     # -- internals ----------------------------------------------------------------------------------------
 
