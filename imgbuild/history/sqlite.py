@@ -116,16 +116,31 @@ class SqliteHistory:
         """Copy every row of another history file into this one, then delete that file (and its WAL).
 
         Rows are copied as they are, damaged ones too (a query still reports those): moving a history
-        never drops a record. The old file is removed only once every one of its ids is found here.
+        never drops a record. The old file is opened read-only (a file removed meanwhile, by another
+        process absorbing it, is an error here, never an empty database created in its place) and removed
+        only once every one of its ids is found here.
         """
-        with self._connect(f"copying the records of {old}") as db:
-            db.execute("ATTACH DATABASE ? AS old", (str(old),))
-            with db:
-                db.execute("INSERT OR IGNORE INTO main.records (id, time, label, git_commit, kind, record) "
-                           "SELECT id, time, label, git_commit, kind, record FROM old.records")
-            missing = db.execute("SELECT count(*) FROM old.records WHERE id NOT IN (SELECT id FROM main.records)"
-                                 ).fetchone()[0]
-            db.execute("DETACH DATABASE old")
+        try:
+            src = sqlite3.connect(f"{Path(old).absolute().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"reading {old}: {exc}") from exc
+        try:
+            with self._connect(f"copying the records of {old}") as db:
+                rows = src.execute("SELECT id, time, label, git_commit, kind, record FROM records")
+                while batch := rows.fetchmany(1000):
+                    with db:
+                        db.executemany("INSERT OR IGNORE INTO records (id, time, label, git_commit, kind, record) "
+                                       "VALUES (?, ?, ?, ?, ?, ?)", batch)
+                ids = src.execute("SELECT id FROM records")
+                missing = 0
+                while found := [row[0] for row in ids.fetchmany(500)]:
+                    marks = ", ".join("?" * len(found))
+                    have = db.execute(f"SELECT count(*) FROM records WHERE id IN ({marks})", found).fetchone()[0]
+                    missing += len(found) - have
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"reading {old}: {exc}") from exc
+        finally:
+            src.close()
         if missing:
             raise HistoryUnavailable(f"{missing} record(s) of {old} were not copied to {self.path}")
         for suffix in ("-wal", "-shm", ""):

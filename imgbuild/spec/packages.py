@@ -24,14 +24,17 @@ _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages"})
 
 
 def discover(root: Path) -> Iterator[str]:
-    """Workspace-relative package paths ("" for the root), sorted; nested workspaces are not entered."""
+    """Workspace-relative package paths ("" for the root), sorted; nested workspaces are not entered, nor is
+    imgbuild's state directory when ``IMGBUILD_STATE_DIR`` puts it in the work tree (it can be large)."""
     found = []
+    own = {str(p) for p in statedir.for_workspace(root).inside_workspace()}
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         if here != root and WORKSPACE_FILE in filenames:
             dirnames[:] = []
             continue
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS
+                       and not (own and os.path.realpath(os.path.join(dirpath, d)) in own)]
         if BUILD_FILE in filenames:
             rel = here.relative_to(root).as_posix()
             found.append("" if rel == "." else rel)

@@ -143,3 +143,32 @@ def test_reports_imgbuild_wrote_do_not_make_the_tree_dirty(make_ws: WorkspaceFac
     assert changed([*status, " M BUILD.yaml"], str(root), root)
     (root / "out" / "junit.xml").write_text("<testsuite>edited</testsuite>\n")
     assert changed(status, str(root), root)  # edited since: the user's change
+
+
+def test_an_old_history_that_cannot_be_read_stays_where_it_is(make_ws: WorkspaceFactory,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    root = make_ws(ROOT_CONTEXT)
+    (root / ".imgbuild").mkdir()
+    old = root / ".imgbuild" / "history.sqlite"
+    old.write_bytes(b"not a database, but maybe someone's records" * 100)
+    load_workspace(root)
+    err = capsys.readouterr().err
+    assert "could not move imgbuild's old state" in err and "the next command tries again" in err
+    assert old.read_bytes().startswith(b"not a database")
+
+
+def test_absorbing_a_file_removed_meanwhile_creates_nothing(tmp_path: Path) -> None:
+    from imgbuild.history.store import HistoryUnavailable
+
+    gone = tmp_path / "old" / "history.sqlite"
+    gone.parent.mkdir()
+    with pytest.raises(HistoryUnavailable):
+        SqliteHistory(tmp_path / "new.sqlite").absorb(gone)
+    assert not gone.exists()  # never an empty database in its place, which would hide the next attempt
+
+
+def test_packages_are_not_searched_for_in_the_state_dir(make_ws: WorkspaceFactory,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    root = make_ws({**ROOT_CONTEXT, "build-state/cache/BUILD.yaml": "apps: {stray: {}}\n"})
+    monkeypatch.setenv("IMGBUILD_STATE_DIR", "build-state")
+    assert sorted(str(lb) for lb in load_workspace(root).targets) == ["//:tool"]
