@@ -156,6 +156,19 @@ class StateDirs:
                 (p / ".gitignore").write_text("# imgbuild's own state (IMGBUILD_STATE_DIR): never committed\n*\n")
 
 
+def require(dirs: StateDirs) -> None:
+    """:meth:`StateDirs.prepare`, or an :class:`~imgbuild.errors.ImgbuildError` (exit 2) saying what to set:
+    a build must not run where its logs and history records cannot be kept."""
+    try:
+        dirs.prepare()
+    except OSError as exc:
+        from imgbuild.errors import ImgbuildError
+
+        raise ImgbuildError(
+            f"cannot create imgbuild's state directory {exc.filename or dirs.cache}: {exc.strerror or exc}\n"
+            f"  hint: set IMGBUILD_STATE_DIR (or XDG_CACHE_HOME and XDG_STATE_HOME) to a writable directory") from None
+
+
 def for_workspace(root: Path, environ: Mapping[str, str] | None = None) -> StateDirs:
     """The state directories of the workspace at ``root`` (``environ``: default ``os.environ``)."""
     from pathlib import Path

@@ -125,6 +125,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
         return None
     if args.push_as_ready:
         args.push = True
+    statedir.require(ws.state)  # logs, caches and records need it: say so before anything builds
     if args.push and git.dirty and not args.allow_dirty:
         raise ImgbuildError("refusing to push from a work tree with uncommitted changes: the tags and the "
                             "history would name a commit that does not hold what was built\n"

@@ -167,8 +167,9 @@ class _Memo:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(keys), encoding="utf-8")
             os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # only a speed-up: the next run validates again
+        except OSError:  # only a speed-up: the next run validates again
+            with contextlib.suppress(OSError):  # the directory itself may be unusable
+                tmp.unlink(missing_ok=True)
 
 
 _memo: _Memo | None = None

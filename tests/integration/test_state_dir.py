@@ -101,3 +101,16 @@ def test_a_state_dir_inside_the_tree_is_ignored_by_git(tmp_path: Path, prefix: s
         assert status_of(r.err, "//tools/gen:gen") == expected
         assert git(root, "status", "--porcelain") == ""
     assert (root / ".state/history.sqlite").is_file() and (root / ".state/logs/tools/gen/gen.log").is_file()
+
+
+def test_a_build_where_the_state_cannot_be_kept_is_refused_first(tmp_path: Path, prefix: str) -> None:
+    root = fresh_repo(tmp_path / "mono", prefix)
+    (tmp_path / "a-file").write_text("")
+    env = {"XDG_CACHE_HOME": str(tmp_path / "a-file")}  # cannot hold a directory
+    r = imgbuild("plan", "//...", cwd=root, env=env)
+    assert r.code == 0, r.err  # reading commands do without it
+    r = imgbuild("build", "//...", "--progress", "plain", cwd=root, env=env)
+    assert r.code == 2
+    assert f"cannot create imgbuild's state directory {tmp_path / 'a-file'}" in r.err
+    assert "set IMGBUILD_STATE_DIR" in r.err and "Traceback" not in r.err
+    assert "[start]" not in r.err  # nothing built

@@ -172,3 +172,4 @@ def test_packages_are_not_searched_for_in_the_state_dir(make_ws: WorkspaceFactor
     root = make_ws({**ROOT_CONTEXT, "build-state/cache/BUILD.yaml": "apps: {stray: {}}\n"})
     monkeypatch.setenv("IMGBUILD_STATE_DIR", "build-state")
     assert sorted(str(lb) for lb in load_workspace(root).targets) == ["//:tool"]
+
