@@ -195,10 +195,12 @@ def remember_output(dirs: StateDirs, path: Path) -> None:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         index = dirs.cache / OUTPUTS_FILE
         known = own_outputs(str(dirs.cache))
-        known[os.path.abspath(path)] = digest
+        real = os.path.realpath(path)  # as git names it: from its real top-level directory
+        known.pop(real, None)
+        known[real] = digest  # the newest last: the 256 newest are kept
         dirs.cache.mkdir(parents=True, exist_ok=True)
         tmp = index.with_name(f".{OUTPUTS_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(dict(sorted(known.items())[-256:]), indent=0, sort_keys=True))
+        tmp.write_text(json.dumps(dict(list(known.items())[-256:]), indent=0))
         os.replace(tmp, index)
     except OSError:
         pass
@@ -221,7 +223,7 @@ def is_own_output(path: str, outputs: Mapping[str, str]) -> bool:
     and nobody changed since."""
     if not outputs:
         return False
-    path = os.path.abspath(path)
+    path = os.path.realpath(path)
     files = [path]
     if os.path.isdir(path):
         files = [os.path.join(d, f) for d, _, names in os.walk(path) for f in names]
