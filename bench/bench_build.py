@@ -16,7 +16,7 @@ The same graph is built two ways, both loading the results into the engine's ima
   parallelism limit: it starts every target at once, so ``-j`` defaults to apps + 1 for imgbuild.
 
 Every measured build is cold: before it, the bench's images are removed, the build cache is wiped
-(``docker buildx prune -af``), so is the workspace's ``.imgbuild/`` (imgbuild's target cache and stat
+(``docker buildx prune -af``), so is the workspace's cache directory (imgbuild's target cache and stat
 cache), and a new cache-busting build arg ``BUST`` is written into both tools' files (every ``RUN``
 echoes it; it is also one of imgbuild's target inputs, so its target cache cannot hit). Only
 ``busybox:1.36`` stays in the engine. The tools run alternately (imgbuild, bake, imgbuild, bake,
@@ -58,6 +58,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from imgbuild.statedir import for_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE_FROM = "busybox:1.36"
@@ -163,7 +165,8 @@ def make_cold(bench: Bench, bust: str) -> None:
     """No image, no build cache, no imgbuild state and a new BUST: nothing the next build could reuse."""
     remove_images(bench.prefix)
     docker("buildx", "prune", "-af")
-    shutil.rmtree(bench.root / ".imgbuild", ignore_errors=True)  # imgbuild's target cache, stat cache, logs
+    shutil.rmtree(for_workspace(bench.root).cache, ignore_errors=True)  # imgbuild's target cache, stat cache, logs
+    shutil.rmtree(bench.root / ".imgbuild", ignore_errors=True)  # where a --rev older than statedir.py keeps them
     write_run_files(bench, bust)
 
 

@@ -6,7 +6,7 @@ Run: python bench/bench_cache.py [--runs 5] [--skip-scale]
    confirming the same fully cached targets (one base + 8 apps, the workspace and bake file of
    bench_build.py). Goal: imgbuild at least 20x faster. Both as fresh processes, alternating.
 2. Ephemeral restore: a fresh CI runner (the bench's images removed, BuildKit's cache pruned,
-   ``.imgbuild/`` deleted) with a warm S3 target cache: ``imgbuild build //...`` restores all 9 targets,
+   imgbuild's local caches deleted) with a warm S3 target cache: ``imgbuild build //...`` restores all 9 targets,
    versus building them cold (same wiped state, ``--no-cache``). Goal: restore at least 3x faster.
 3. Scale: a generated workspace of 500 targets with 20 files each, all built once; then a no-op
    build as a fresh process with a warm stat cache. Goal: under 1 s.
@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_build import docker, load, remove_images, write_run_files, write_workspace  # noqa: E402
+from imgbuild.statedir import for_workspace  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 S3 = os.environ.get("IMGBUILD_TEST_S3_ENDPOINT", "http://127.0.0.1:9000")
@@ -79,7 +80,7 @@ def noop(root: Path, runs: int) -> None:
 def wipe(root: Path, prefix: str) -> None:
     remove_images(prefix)
     docker("buildx", "prune", "-af")
-    shutil.rmtree(root / ".imgbuild", ignore_errors=True)
+    shutil.rmtree(for_workspace(root).cache, ignore_errors=True)  # imgbuild's local caches (outside the tree)
 
 
 def restore(root: Path, prefix: str, runs: int) -> None:
@@ -102,7 +103,7 @@ def restore(root: Path, prefix: str, runs: int) -> None:
     out = (root / "after.json").read_text()
     m_cold, m_warm = statistics.median(cold), statistics.median(warm)
     after = "all cached" if out.count('"status": "cached"') == 9 else "NOT all cached"
-    print("\n2. fresh host (images, build cache and .imgbuild wiped), warm S3 target cache, 9 targets")
+    print("\n2. fresh host (images, build cache and imgbuild's local caches wiped), warm S3 target cache, 9 targets")
     print(f"   cold build (--no-cache)   median {m_cold:.3f} s   runs {' '.join(f'{t:.3f}' for t in cold)}")
     print(f"   restore from S3           median {m_warm:.3f} s   runs {' '.join(f'{t:.3f}' for t in warm)}")
     print(f"   cold / restore = {m_cold / m_warm:.1f}x  (goal >= 3x); next run after restore: "

@@ -4,7 +4,7 @@ Run: python bench/bench_layercache.py [--runs 3] [--sleep 8]
 
 An app whose Dockerfile installs dependencies in a slow step (``RUN sleep S``) before ``COPY . .``,
 with an ``s3`` cache policy (synced through local exports: the engine here has no native S3 cache).
-Each run, on a wiped engine (the app's image removed, ``docker buildx prune -af``, ``.imgbuild/``
+Each run, on a wiped engine (the app's image removed, ``docker buildx prune -af``, imgbuild's local caches
 deleted):
 
 * cold: a fresh bucket, so no cache at all;
@@ -27,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from imgbuild.statedir import for_workspace
 
 S3 = os.environ.get("IMGBUILD_TEST_S3_ENDPOINT", "http://127.0.0.1:9000")
 BUILD = [sys.executable, "-m", "imgbuild", "build", "//...", "--progress", "plain"]
@@ -64,7 +66,7 @@ def write(root: Path, image: str, bucket: str, sleep: int, marker: str) -> None:
 def wipe(root: Path, image: str) -> None:
     subprocess.run(["docker", "image", "rm", "-f", f"{image}:dev"], capture_output=True)
     subprocess.run(["docker", "buildx", "prune", "-af"], capture_output=True, check=True)
-    shutil.rmtree(root / ".imgbuild", ignore_errors=True)
+    shutil.rmtree(for_workspace(root).cache, ignore_errors=True)
 
 
 def timed(root: Path, *extra: str) -> float:
@@ -98,7 +100,7 @@ def main() -> None:
         layers_before = bucket_bytes(client, bucket, "mono/layers/")
         timed(root, "--rebuild", "//app")  # the same inputs built again: a second export with no change
         layers_after = bucket_bytes(client, bucket, "mono/layers/")
-        note = [ln for ln in (root / ".imgbuild/logs/app/app.log").read_text().splitlines()
+        note = [ln for ln in (for_workspace(root).logs / "app/app.log").read_text().splitlines()
                 if ln.startswith("# layer cache:")]
     subprocess.run(["docker", "image", "rm", "-f", f"{image}:dev"], capture_output=True)
     m_cold, m_warm = statistics.median(cold), statistics.median(warm)

@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"imgbuild {__version__}")
+    # Also before the command (`imgbuild -w DIR plan ...`); a -w after the command wins.
+    p.add_argument("--workspace", "-w", type=Path, metavar="DIR", dest="top_workspace",
+                   help="the workspace root, for every command (also accepted after the command)")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--workspace", "-w", type=Path, metavar="DIR",
                         help="the workspace root (default: the nearest directory above with imgbuild.yaml)")
@@ -118,8 +121,49 @@ def _protect_exclusions(argv: Sequence[str]) -> list[str]:
     return [f" {a}" if a.startswith(("-//", "-:", "-...")) else a for a in argv]
 
 
+# tarfile's extraction filters (``extractall(filter="data")``, which unpacking images relies on) are in
+# 3.10.12+, 3.11.4+ and 3.12+; older interpreters would fail later with a TypeError. See pyproject.toml.
+MIN_PYTHON = {(3, 10): (3, 10, 12), (3, 11): (3, 11, 4)}
+
+
+def python_problem(version: tuple[int, ...]) -> str | None:
+    """Why this Python cannot run imgbuild, or None when it can."""
+    v = tuple(version[:3])
+    need = MIN_PYTHON.get((v[0], v[1]), (3, 10, 12))
+    if v >= (3, 12) or v[:2] in MIN_PYTHON and v >= need:
+        return None
+    shown = ".".join(str(n) for n in v)
+    wanted = ".".join(str(n) for n in need)
+    return (f"imgbuild needs Python {wanted} or newer (3.10.12+, 3.11.4+ or 3.12+: tarfile's extraction "
+            f"filters); this is Python {shown} ({sys.executable})")
+
+
+def _leading_workspace(raw: list[str]) -> tuple[list[str], list[str]]:
+    """``-w DIR`` / ``--workspace DIR`` / ``--workspace=DIR`` given before the command, and the rest."""
+    lead: list[str] = []
+    i = 0
+    while i < len(raw):
+        a = raw[i]
+        if a in ("-w", "--workspace") and i + 1 < len(raw):
+            lead += raw[i:i + 2]
+            i += 2
+        elif a.startswith("--workspace=") or (a.startswith("-w") and len(a) > 2):
+            lead.append(a)
+            i += 1
+        else:
+            break
+    return lead, raw[i:]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    problem = python_problem(tuple(sys.version_info[:3]))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 3  # EXIT_ENGINE: the environment cannot run builds (see README's exit status)
     raw = list(sys.argv[1:] if argv is None else argv)
+    lead, rest = _leading_workspace(raw)
+    if lead and rest[:1] == ["build"]:
+        raw = ["build", *lead, *rest[1:]]  # so that a no-op build is still answered from its journal
     journal = None
     if raw[:1] == ["build"]:
         from imgbuild import uptodate  # standard library only: a no-op answers before anything else loads
@@ -141,6 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(raw: list[str], journal: object) -> int:
     args = _parser().parse_args(_protect_exclusions(raw))
+    if getattr(args, "workspace", None) is None and args.top_workspace is not None:
+        args.workspace = args.top_workspace
     args.journal = journal
     from imgbuild import commands
     from imgbuild.errors import EXIT_INTERRUPTED, ImgbuildError

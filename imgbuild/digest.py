@@ -144,7 +144,8 @@ class Hasher:
         k = (t.context, t.dockerfile)
         if k not in self._files:
             rules = load_rules(t.context, t.dockerfile, root=self.ws.root)
-            self._files[k] = (rules.text, context_files(t.context, rules, self.stat_cache))
+            own = frozenset(str(p) for p in self.ws.state.inside_workspace())
+            self._files[k] = (rules.text, context_files(t.context, rules, self.stat_cache, skip=own))
         return self._files[k]
 
     def _dockerfile(self, path: Path) -> tuple[str, dockerfile.Dockerfile]:

@@ -81,18 +81,22 @@ def context_files(
     *,
     hash_file: HashFile = sha256_file,
     workers: int | None = None,
+    skip: frozenset[str] = frozenset(),
 ) -> tuple[FileEntry, ...]:
     """Every file Docker would send for ``context`` under ``rules``, sorted by path.
 
     Reads only files the stat cache does not vouch for, and records their digests in it (the caller
     saves the cache). ``workers`` caps the hashing threads (default: the CPU count, at most 4; 1
-    hashes in this thread). Raises :class:`FilesetError` for an unreadable file or directory.
+    hashes in this thread). ``skip``: real paths of directories never entered, whatever the rules say
+    (imgbuild's own state directory when ``IMGBUILD_STATE_DIR`` puts it in the work tree: what imgbuild
+    writes there must not change a digest). Raises :class:`FilesetError` for an unreadable file or directory.
     """
     root = os.path.abspath(context)  # stat cache keys must not depend on the working directory
     read_start = stat_cache.now() if stat_cache is not None else 0
     done: list[FileEntry] = []
     todo: list[tuple[str, str, os.stat_result, int]] = []  # rel, abs, stat, mode
     filtered = bool(rules.patterns)
+    skip_names = {os.path.basename(p) for p in skip}
     stack: list[tuple[str, str, tuple[bool, ...], bool]] = [(root, "", (), False)]
     while stack:
         dirpath, prefix, dir_info, dir_excluded = stack.pop()
@@ -114,6 +118,8 @@ def context_files(
                     excluded, info = False, dir_info
                 try:
                     if de.is_dir(follow_symlinks=False):
+                        if de.name in skip_names and os.path.realpath(de.path) in skip:
+                            continue
                         if not excluded or rules.may_reinclude_under(rel):
                             stack.append((de.path, rel + "/", info, excluded))
                         continue

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgbuild import proc
+from imgbuild import proc, statedir
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,8 +47,24 @@ def read(root: Path) -> GitInfo:
     }
     with ThreadPoolExecutor(max_workers=len(questions)) as pool:
         answers = dict(zip(questions, pool.map(lambda args: q(*args), questions.values())))
+    dirty = bool(top) and changed(answers["status"].splitlines(), top, root)
     return GitInfo(sha=answers["sha"], branch=answers["branch"], tag=answers["tag"] if answers["sha"] else "",
-                   dirty=bool(answers["status"]) if top else False, remote_url=_public_url(answers["remote"]))
+                   dirty=dirty, remote_url=_public_url(answers["remote"]))
+
+
+def changed(status: list[str], top: str, root: Path) -> bool:
+    """Whether ``git status --porcelain`` lines (v1 ``?? path``, or v2 ``? path``) show a change, leaving out
+    the untracked reports imgbuild wrote itself and nobody changed since (:func:`statedir.remember_output`)."""
+    lines = [line for line in status if line and not line.startswith("#")]
+    if not lines:
+        return False
+    own = statedir.own_outputs(statedir.roots(str(root), os.environ)[0])
+    for line in lines:
+        untracked = line[3:] if line.startswith("?? ") else line[2:] if line.startswith("? ") else None
+        if untracked is None or untracked.startswith('"') or not statedir.is_own_output(
+                os.path.join(top, untracked), own):
+            return True
+    return False
 
 
 def _public_url(url: str) -> str:

@@ -6,8 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imgbuild import statedir
 from imgbuild.errors import Location
 from imgbuild.labels import Label
+from imgbuild.statedir import StateDirs
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -43,7 +45,7 @@ class CachePolicy:
 @dataclass(frozen=True, kw_only=True)
 class HistoryConfig:
     backend: str = "sqlite"
-    path: str = ".imgbuild/history.sqlite"
+    path: str | None = None  # None: the state directory's history.sqlite (imgbuild.statedir)
     bucket: str | None = None
     prefix: str = ""
     region: str | None = None
@@ -140,6 +142,11 @@ class Workspace:
     @property
     def root(self) -> Path:
         return self.config.root
+
+    @property
+    def state(self) -> StateDirs:
+        """Where imgbuild keeps this workspace's caches, logs and default history (outside the work tree)."""
+        return statedir.for_workspace(self.root)
 
     def relpath(self, path: Path) -> str:
         """``path`` relative to the workspace root, as shown to users ("." for the root itself)."""

@@ -1,7 +1,7 @@
 """The up-to-date journal: a no-op ``imgbuild build`` answered without loading the workspace.
 
 When a build finds every selected target in the cache, it writes a *journal* of what that answer
-depended on, one per command line (``.imgbuild/uptodate/<key>.json``):
+depended on, one per command line (``uptodate/<key>.json`` in the state directory, :mod:`imgbuild.statedir`):
 
 * the command: its arguments, working directory and environment (all variables but a few that shells
   change on their own; see ``_VOLATILE_ENV``), the Python and imgbuild that ran it;
@@ -33,7 +33,7 @@ import json
 import os
 import sys
 import time
-from imgbuild import __version__, engine_events
+from imgbuild import __version__, engine_events, statedir
 from imgbuild.canonical import canonical_json
 
 TYPE_CHECKING = False  # not typing's: importing typing alone costs ~4 ms of a ~30 ms answer
@@ -41,14 +41,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 FORMAT = 1
-JOURNAL_DIR = os.path.join(".imgbuild", "uptodate")
 KEEP_JOURNALS = 32  # per workspace: the most recently written
 RACY_MARGIN_NS = 2_000_000_000
 WORKSPACE_FILE = "imgbuild.yaml"
 
 # imgbuild's own speed-ups, rewritten by runs; what they say is checked elsewhere (the stat cache against
 # the files, the engine trust against the engine's events, the spec memo by the specs' text).
-_BOOKKEEPING = ("statcache.json", "engine-trust.json", "spec-validated.json")
+_BOOKKEEPING = ("statcache.json", "engine-trust.json", "spec-validated.json", statedir.OUTPUTS_FILE)
 _VOLATILE_ENV = frozenset({"_", "OLDPWD", "PWD", "SHLVL", "COLUMNS", "LINES"})
 _VALUE_FLAGS = frozenset({"-j", "--jobs", "--progress", "-w", "--workspace", "--builder"})
 _BOOL_FLAGS = frozenset({"-k", "--keep-going", "--cache-read-only", "--allow-dirty"})
@@ -122,7 +121,7 @@ def replay(argv: list[str], *, cwd: str | None = None, environ: dict[str, str] |
         return None
     key = command_key(argv, here, env)
     try:
-        with open(os.path.join(root, JOURNAL_DIR, f"{key}.json"), "rb") as f:
+        with open(os.path.join(statedir.journal_dir(root, env), f"{key}.json"), "rb") as f:
             journal = json.load(f)
     except (OSError, ValueError):
         return None
@@ -148,7 +147,7 @@ def _still_true(journal: dict[str, Any], root: str, env: dict[str, str]) -> bool
     for path, stat in journal["paths"]:
         if _stat(path) != (tuple(stat) if stat is not None else None):
             return False
-    if journal["git"] is not None and _git_state(root) != journal["git"]:
+    if journal["git"] is not None and _git_state(root, env) != journal["git"]:
         return False
     sock = engine_events.socket_path(env)
     if sock is None or sock != journal["engine"]["socket"]:
@@ -168,7 +167,7 @@ def _stat(path: str) -> tuple[int, int, int, int] | None:
     return (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def _git_state(root: str) -> list[object]:
+def _git_state(root: str, env: dict[str, str]) -> list[object]:
     """Commit, branch and dirty flag as :func:`imgbuild.git.read` sees them, from one ``git status``."""
     import subprocess
 
@@ -176,15 +175,28 @@ def _git_state(root: str) -> list[object]:
                           cwd=root, capture_output=True, text=True, timeout=30)
     if proc.returncode != 0:
         return ["?"]
-    sha, branch, dirty = "", "", False
+    sha, branch, changes = "", "", []
     for line in proc.stdout.splitlines():
         if line.startswith("# branch.oid "):
             sha = "" if line.endswith("(initial)") else line.split()[-1]
         elif line.startswith("# branch.head "):
             branch = "" if line.endswith("(detached)") else line[len("# branch.head "):]
         elif line and not line.startswith("#"):
-            dirty = True
-    return [sha, branch, dirty]
+            changes.append(line)
+    return [sha, branch, bool(changes) and _changed(changes, root, env)]
+
+
+def _changed(lines: list[str], root: str, env: dict[str, str]) -> bool:
+    """Dirty as imgbuild.git sees it: not counting the untracked reports imgbuild wrote itself."""
+    if any(not line.startswith("? ") for line in lines):
+        return True
+    import subprocess
+
+    top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, text=True,
+                         timeout=30).stdout.strip()
+    own = statedir.own_outputs(statedir.roots(root, env)[0])
+    return not top or any(line[2:].startswith('"') or not statedir.is_own_output(os.path.join(top, line[2:]), own)
+                          for line in lines)
 
 
 def _append_history(journal: dict[str, Any], root: str) -> None:
@@ -329,7 +341,7 @@ class Recorder:
             "summary": summary,
             "state": state,
         }
-        directory = os.path.join(self.root, JOURNAL_DIR)
+        directory = statedir.journal_dir(self.root, self.environ)
         key = command_key(self.argv, self.cwd, self.environ)
         try:
             os.makedirs(directory, exist_ok=True)
@@ -343,7 +355,7 @@ class Recorder:
         return True
 
     def _paths(self) -> set[str]:
-        own = os.path.join(self.root, ".imgbuild")
+        own = statedir.roots(self.root, self.environ)[0]  # the cache root: journals, logs, bookkeeping
         ignored = tuple(os.path.join(own, d) + os.sep for d in ("logs", "uptodate", "layers"))
         skip = tuple({os.path.realpath(p) + os.sep for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
                                                              os.path.dirname(os.path.dirname(__file__)))}

@@ -24,6 +24,17 @@ def write_files(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """imgbuild's state directories (imgbuild.statedir) in a fresh directory per test: nothing written to the
+    machine's ~/.cache or ~/.local/state, nothing shared between tests. Subprocesses inherit it."""
+    home = tmp_path_factory.mktemp("state-home")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / "cache"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / "state"))
+    monkeypatch.delenv("IMGBUILD_STATE_DIR", raising=False)
+    return home
+
+
 @pytest.fixture
 def make_ws(tmp_path: Path) -> WorkspaceFactory:
     """Write a workspace; ``imgbuild.yaml`` defaults to ``version: 1`` when not given."""

@@ -3,7 +3,10 @@
 
 imgbuild hashes the whole context (after ``.dockerignore``) into the target's input digest, and
 BuildKit keys ``COPY . .`` by it: in a context holding the repository root, every commit changes
-``.git`` and every build changes ``.imgbuild``, so such a target never stays cached. A context that
+``.git``, so such a target never stays cached. imgbuild's own state is outside the work tree
+(:mod:`imgbuild.statedir`); when ``IMGBUILD_STATE_DIR`` puts it inside a context, or an old ``.imgbuild/``
+is still there, the ``.dockerignore`` must exclude it too (imgbuild leaves it out of the digest, but
+BuildKit would still send it, and ``COPY . .`` copy it). A context that
 is much larger than what its Dockerfile copies costs its transfer and hashing on every build.
 """
 
@@ -15,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from imgbuild import statedir
 from imgbuild.advisor.findings import Finding
 from imgbuild.dockerignore import DockerignoreError, IgnoreRules, load_rules
 
@@ -58,12 +62,15 @@ def ignore_findings(*, context: Path, dockerfile: Path, root: Path, package_dir:
         return [], rules
     kind = "the workspace root" if context == root else f"{display}, a parent of the target's package"
     found = ignore_file(context, dockerfile)
-    needed = [n for n in (".git", ".imgbuild") if (context / n).exists() or (n == ".imgbuild" and context == root)]
+    own = [p.relative_to(context).as_posix() for p in statedir.for_workspace(root).inside_workspace()
+           if p != context and p.is_relative_to(context)]
+    needed = [n for n in (".git", statedir.LEGACY_DIR) if (context / n).exists()]
+    needed += [n for n in own if n not in needed]
     if found is None:
         return [Finding(
             code="IB103", file=spec_file, line=spec_line, instruction=f"context: {display}",
             message=f"the context is {kind} and has no .dockerignore",
-            cost="every file of the context, .git and .imgbuild included, is sent and hashed: any change anywhere "
+            cost="every file of the context, .git included, is sent and hashed: any change anywhere "
                  "rebuilds the target and reruns `COPY . .`",
             fix=f"create {relpath(context / '.dockerignore')} with at least:",
             fix_lines=tuple(needed or [".git"]))], rules
@@ -73,8 +80,8 @@ def ignore_findings(*, context: Path, dockerfile: Path, root: Path, package_dir:
     return [Finding(
         code="IB104", file=relpath(found), line=1, instruction=f"context: {display}",
         message=f"the context is {kind} and its .dockerignore does not exclude {' or '.join(missing)}",
-        cost=("every commit changes .git" if ".git" in missing else "every build writes .imgbuild")
-             + ": the target is rebuilt each time and `COPY . .` reruns",
+        cost=("every commit changes .git: the target is rebuilt each time and `COPY . .` reruns" if ".git" in missing
+              else "imgbuild's state is sent to the builder, and `COPY . .` copies it into the image"),
         fix=f"add to {relpath(found)}:", fix_lines=tuple(missing))], rules
 
 

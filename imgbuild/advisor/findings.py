@@ -29,7 +29,7 @@ RULES = {r.code: r for r in (
     Rule(code="IB102", severity="warning", title="a build arg that changes between builds is declared too early"),
     Rule(code="IB103", severity="warning", title="a root or parent-directory context has no .dockerignore"),
     Rule(code="IB104", severity="warning", title="the .dockerignore of a root or parent-directory context "
-                                                 "keeps .git or .imgbuild"),
+                                                 "keeps .git or imgbuild's state"),
     Rule(code="IB105", severity="warning", title="a large context is mostly not copied"),
     Rule(code="IB201", severity="info", title="package downloads without a cache mount"),
 )}

@@ -3,7 +3,8 @@
 Builders other than the engine's own (``docker-container``, ``remote``, ``kubernetes``) do not see the
 engine's image store, so a dependency tagged there is no ``FROM`` for them. Instead every image such a
 builder makes is also exported as an OCI layout (``--output type=oci,tar=false``) into a content-addressed
-directory, ``<state>/oci/<manifest digest>/``, and a dependant gets it as a named build context,
+directory, ``oci/<manifest digest>/`` in the state directory (:mod:`imgbuild.statedir`), and a dependant gets
+it as a named build context,
 ``oci-layout://<dir>@<digest>``, under both names a Dockerfile may use: the exact reference its ``ARG``
 receives (``FROM ${BASE_IMAGE}``) and the argument's context name (``FROM base-image``). buildx reads the
 layout on the client and sends BuildKit only the blobs its solve asks for.

@@ -82,7 +82,7 @@ class LayerCaches:
             return (), ()
         scope = self.scope(policy)
         driver = self.driver()
-        local = local_dir_for(policy, self.ws.root)
+        local = local_dir_for(policy, self.ws.root, self.ws.state)
         name = target_name(target.label)
         available = None
         sync = needs_sync(policy, driver)
@@ -148,7 +148,7 @@ class LayerCaches:
         if policy is None:
             return None
         scope = self.scope(policy)
-        local = local_dir_for(policy, self.ws.root)
+        local = local_dir_for(policy, self.ws.root, self.ws.state)
         if scope.write_scope is None or local is None or not needs_sync(policy, self.driver()):
             return None
         with self._lock:

@@ -3,7 +3,7 @@
 Asking the engine whether a cached image is still there costs ~10-15 ms per image on the containerd
 image store, whatever the API (bench_cache.py: a 500-target no-op spent seconds on it). The engine's
 event log answers the same question for every image at once: after a run, the images it used and
-their tags are written to ``.imgbuild/engine-trust.json`` with an anchor (the newest engine event
+their tags are written to the state directory's ``engine-trust.json`` with an anchor (the newest engine event
 when the run began); the next run reads the events since that anchor and trusts every image no
 event deleted, untagged or re-tagged (:func:`imgbuild.engine_events.untrusted`). If the anchor is
 gone from the log (a daemon restart, more than 256 events since) nothing is trusted and every image
@@ -20,7 +20,6 @@ from pathlib import Path
 from imgbuild import engine_api, engine_events
 from imgbuild.build.images import Images
 
-TRUST_FILE = Path(".imgbuild") / "engine-trust.json"
 FORMAT = 1
 MAX_REFS = 20_000  # the newest are kept
 

@@ -51,7 +51,7 @@ from imgbuild.cache.entry import CacheEntry
 from imgbuild.cache.local import _TMP, LocalStore
 from imgbuild.cache.s3 import S3Store, _code
 from imgbuild.cache.store import CacheError, CacheUnavailable, CorruptEntry, digest_hex
-from imgbuild.cache.targets import DEFAULT_LOCAL_PATH, open_store
+from imgbuild.cache.targets import mirror_dir, open_store
 from imgbuild.layercache.args import local_dir_for
 from imgbuild.layercache.s3sync import LAYERS, Descriptor, _post_order
 from imgbuild.model import CachePolicy, Workspace
@@ -711,14 +711,14 @@ def sources(ws: Workspace) -> tuple[list[Source], list[str]]:
         elif policy is not None:
             remote = S3Objects.for_policy(policy, "targets/")
             add(Source(cache="targets", policy=pname, objects=remote))
-            mirror = ws.root / DEFAULT_LOCAL_PATH / "mirrors" / policy.name
+            mirror = mirror_dir(ws, policy.name)
             if mirror.is_dir():
                 add(Source(cache="mirror", policy=pname, objects=LocalObjects(mirror), remote=remote.name))
         if policy is None:
             continue
         if policy.backend == "s3" and policy.bucket:
             add(Source(cache="layers", policy=pname, objects=S3Objects.for_policy(policy, LAYERS)))
-        local = local_dir_for(policy, ws.root)
+        local = local_dir_for(policy, ws.root, ws.state)
         if local is not None and local.is_dir():
             add(Source(cache="layers", policy=pname, objects=LocalObjects(local, prune=True), local_dirs=True))
     return out, skipped

@@ -18,8 +18,6 @@ from imgbuild.cache.local import LocalStore
 from imgbuild.cache.store import CacheError, CacheStore, GuardedStore
 from imgbuild.model import CachePolicy, Target, Workspace
 
-DEFAULT_LOCAL_PATH = ".imgbuild/cache"
-
 
 class ImageStore(Protocol):
     def inspect_many(self, refs: list[str]) -> dict[str, frozenset[str]]: ...
@@ -39,8 +37,14 @@ def open_store(ws: Workspace, policy: CachePolicy | None) -> CacheStore:
 
         return S3Store(policy.bucket, prefix=_join(policy.prefix, "targets/"), region=policy.region,
                        endpoint_url=policy.endpoint_url, use_path_style=policy.use_path_style)
-    path = policy.path if policy is not None and policy.backend == "local" and policy.path else DEFAULT_LOCAL_PATH
-    return LocalStore(ws.root / path)
+    if policy is not None and policy.backend == "local" and policy.path:
+        return LocalStore(ws.root / policy.path)
+    return LocalStore(ws.state.target_cache)
+
+
+def mirror_dir(ws: Workspace, policy_name: str) -> Path:
+    """The local mirror of an S3 policy's entries (see :class:`MirroredStore`)."""
+    return ws.state.target_cache / "mirrors" / policy_name
 
 
 class MirroredStore:
@@ -138,7 +142,7 @@ class TargetCache:
         read_only = self.read_only or (policy is not None and not policy.write)
         if policy is None or policy.backend != "s3":
             return GuardedStore(self._open(self.ws, policy), warn=self.warn, read_only=read_only)
-        mirror = LocalStore(self.ws.root / DEFAULT_LOCAL_PATH / "mirrors" / policy.name)
+        mirror = LocalStore(mirror_dir(self.ws, policy.name))
         return MirroredStore(
             mirror,
             lambda: GuardedStore(self._open(self.ws, policy), warn=self.warn, read_only=read_only),

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from imgbuild import git as gitinfo
+from imgbuild import statedir
 from imgbuild.build import builders
 from imgbuild.build.executor import BuildxExecutor
 from imgbuild.build.handoff import OciLayouts
 from imgbuild.build.images import Images
-from imgbuild.build.trust import TRUST_FILE, TrustingImages
+from imgbuild.build.trust import TrustingImages
 from imgbuild.build.layers import LayerCaches
 from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
 from imgbuild.build.request import local_tag
@@ -33,6 +34,7 @@ from imgbuild.digest import Hasher, Inputs
 from imgbuild.errors import EXIT_BUILD_FAILED, EXIT_INTERRUPTED, ImgbuildError, SpecError, SpecErrors
 from imgbuild.fileset import FilesetError
 from imgbuild.graph import TargetGraph
+from imgbuild.history.store import sqlite_path
 from imgbuild.labels import Label
 from imgbuild.push import PushError, Pusher, plan_push
 from imgbuild.regcopy import Copier
@@ -121,6 +123,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
         return None
     if args.push_as_ready:
         args.push = True
+    statedir.require(ws.state)  # logs, caches and records need it: say so before anything builds
     if args.push and git.dirty and not args.allow_dirty:
         raise ImgbuildError("refusing to push from a work tree with uncommitted changes: the tags and the "
                             "history would name a commit that does not hold what was built\n"
@@ -147,7 +150,7 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
     layers, options = _run_options(args, graph, plan, git=git, environ=environ, now=now, current=current)
     inputs = compute_inputs(graph, plan, environ, extra=layers.period)
     executor = BuildxExecutor()
-    images = TrustingImages(ws.root / TRUST_FILE, environ)
+    images = TrustingImages(ws.state.engine_trust, environ)
     stop = threading.Event()
     progress = _progress(args.progress, len(plan.steps))
     warn = once_per_outage(progress.warn)
@@ -174,8 +177,10 @@ def run_plan(args: argparse.Namespace, graph: TargetGraph, plan: Plan, current: 
                               warn=progress.warn)
     if args.json:
         write_report(result, args.json)
+        statedir.remember_output(ws.state, args.json)  # not a change to the work tree (git.read)
     if args.metadata_file:
         write_metadata(result, args.metadata_file)
+        statedir.remember_output(ws.state, args.metadata_file)
     summary(result, sys.stderr)
     journal = getattr(args, "journal", None)
     if journal is not None:
@@ -198,9 +203,7 @@ def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Works
              records: list[HistoryRecord], warned: bool, layers: LayerCaches, images: dict[str, str]) -> None:
     """Let the next identical command answer from a journal (imgbuild.uptodate) if this one was a pure no-op."""
     targets = [graph.target(Label.parse(t.label)) for t in result.targets]
-    from imgbuild.commands.history import SPOOL_DIR
-
-    spool = ws.root / SPOOL_DIR
+    spool = ws.state.history_spool
     if (warned or not result.ok or any(t.status != "cached" or not t.image_id for t in result.targets)
             or ws.config.history.backend != "sqlite" or (spool.is_dir() and any(spool.iterdir()))
             or any("{datetime" in tag for t in targets for tag in t.tags) or any(layers.period(t) for t in targets)):
@@ -209,7 +212,7 @@ def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Works
     summary(result, table)
     lines = table.getvalue().rstrip("\n").split("\n")
     payloads = [{k: v for k, v in r.to_dict().items() if k not in ("id", "time")} for r in records]
-    journal.save(images=images, records=payloads, history_db=str(ws.root / ws.config.history.path),
+    journal.save(images=images, records=payloads, history_db=str(sqlite_path(ws.config.history, ws.root)),
                  summary=lines[:-1], state=lines[-1].rsplit(" in ", 1)[0], git=[git.sha, git.branch, git.dirty])
 
 
@@ -243,7 +246,7 @@ def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str],
                    extra: Callable[[Target], tuple[tuple[str, str], ...]] | None = None) -> dict[str, Inputs]:
     """Input digests of every step, with the workspace's stat cache (saved for the next run)."""
     ws = graph.workspace
-    stat_cache = StatCache(ws.root / ".imgbuild" / "statcache.json")
+    stat_cache = StatCache(ws.state.statcache)
     hasher = Hasher(ws, stat_cache=stat_cache, environ=environ, extra=extra)
     try:
         found = hasher.compute(graph, [s.target.label for s in plan.steps])
@@ -396,10 +399,10 @@ def _run_options(args: argparse.Namespace, graph: TargetGraph, plan: Plan, *, gi
     rebuild = {str(s.target.label) for s in plan.steps} if args.no_cache else set()
     if args.rebuild:
         rebuild |= {str(lb) for lb in graph.select(patterns(args.rebuild, current))}
-    layouts = None if builder.sees_engine_images else OciLayouts(ws.root / ".imgbuild" / "oci")
+    layouts = None if builder.sees_engine_images else OciLayouts(ws.state.oci_layouts)
     loaded = frozenset() if getattr(args, "no_load", False) else frozenset(
         str(s.target.label) for s in plan.steps if s.requested and s.target.load)
-    options = BuildOptions(parallelism=args.jobs or ws.config.concurrency, logs_dir=ws.root / ".imgbuild" / "logs",
+    options = BuildOptions(parallelism=args.jobs or ws.config.concurrency, logs_dir=ws.state.logs,
                            keep_going=args.keep_going, builder=args.builder, rebuild=frozenset(rebuild),
                            no_cache=args.no_cache, layouts=layouts, load=loaded)
     return layers, options

@@ -35,7 +35,9 @@ def run_check(graph: TargetGraph, targets: list[Target], *, history: bool | None
     ws = graph.workspace
     changed: dict[str, frozenset[str]] = {}
     cfg = ws.config.history
-    local = cfg.backend != "s3" and (ws.root / cfg.path).is_file()
+    from imgbuild.history.store import sqlite_path
+
+    local = cfg.backend != "s3" and sqlite_path(cfg, ws.root).is_file()
     if history or (history is None and local):
         from imgbuild.advisor.history import changed_args
         from imgbuild.history.store import HistoryError, open_store

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from imgbuild import git as gitinfo
+from imgbuild import statedir
 from imgbuild.build.outputs import github_annotations, github_summary, write_junit
 from imgbuild.build.results import RunResult, write_metadata
 from imgbuild.ci import CIRun, detect
@@ -113,8 +114,10 @@ def _write_outputs(result: RunResult | None, args: argparse.Namespace, ws: Works
                    environ: dict[str, str]) -> None:
     res = result or RunResult(targets=(), interrupted=False, started="", duration=0.0)
     write_junit(res, args.junit)
+    statedir.remember_output(ws.state, args.junit)  # not a change to the work tree (git.read)
     if result is None and args.metadata_file:
         write_metadata(res, args.metadata_file)  # nothing to build: a step reading it finds {}, not nothing
+        statedir.remember_output(ws.state, args.metadata_file)
     if environ.get("GITHUB_ACTIONS") == "true":
         summary_path = environ.get("GITHUB_STEP_SUMMARY")
         if summary_path:

@@ -17,8 +17,6 @@ from imgbuild.labels import Label, Pattern, parse_patterns
 from imgbuild.model import Workspace
 from imgbuild.spec.packages import load
 
-SPOOL_DIR = Path(".imgbuild") / "history-spool"
-
 _AGE = re.compile(r"(\d+)([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _TABLE = ("TIME", "KIND", "LABEL", "ID", "DIGEST", "COMMIT", "TAGS")
@@ -54,13 +52,13 @@ def _count(text: str) -> int:
 
 
 def open_history(ws: Workspace, warn: Callable[[str], None]) -> GuardedHistory:
-    """The workspace's history store behind a guard that spools to ``.imgbuild/history-spool/``.
+    """The workspace's history store behind a guard that spools to the state directory's ``history-spool/``.
 
     For builds: ``append`` never fails because of the store. Damaged records met by a query are passed to
     ``warn`` and left out.
     """
     store = open_store(ws.config.history, ws.root, on_corrupt=lambda exc: warn(f"{exc}; left out"))
-    return GuardedHistory(store, ws.root / SPOOL_DIR, warn)
+    return GuardedHistory(store, ws.state.history_spool, warn)
 
 
 def parse_since(text: str, *, now: datetime) -> datetime:

@@ -1,4 +1,5 @@
-"""The history in a SQLite file: the default, ``.imgbuild/history.sqlite`` in the workspace.
+"""The history in a SQLite file: the default, ``history.sqlite`` in the workspace's state directory
+(:mod:`imgbuild.statedir`).
 
 One table, ``records``: the record's canonical JSON and, beside it, the fields the queries select on
 (id, time, label, git commit, kind), indexed. Append-only: rows are added with ``INSERT OR IGNORE``
@@ -110,6 +111,40 @@ class SqliteHistory:
                     if q.limit is not None and len(found) >= q.limit:
                         break
         return found
+
+    def absorb(self, old: Path) -> None:
+        """Copy every row of another history file into this one, then delete that file (and its WAL).
+
+        Rows are copied as they are, damaged ones too (a query still reports those): moving a history
+        never drops a record. The old file is opened read-only (a file removed meanwhile, by another
+        process absorbing it, is an error here, never an empty database created in its place) and removed
+        only once every one of its ids is found here.
+        """
+        try:
+            src = sqlite3.connect(f"{Path(old).absolute().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"reading {old}: {exc}") from exc
+        try:
+            with self._connect(f"copying the records of {old}") as db:
+                rows = src.execute("SELECT id, time, label, git_commit, kind, record FROM records")
+                while batch := rows.fetchmany(1000):
+                    with db:
+                        db.executemany("INSERT OR IGNORE INTO records (id, time, label, git_commit, kind, record) "
+                                       "VALUES (?, ?, ?, ?, ?, ?)", batch)
+                ids = src.execute("SELECT id FROM records")
+                missing = 0
+                while found := [row[0] for row in ids.fetchmany(500)]:
+                    marks = ", ".join("?" * len(found))
+                    have = db.execute(f"SELECT count(*) FROM records WHERE id IN ({marks})", found).fetchone()[0]
+                    missing += len(found) - have
+        except sqlite3.Error as exc:
+            raise HistoryUnavailable(f"reading {old}: {exc}") from exc
+        finally:
+            src.close()
+        if missing:
+            raise HistoryUnavailable(f"{missing} record(s) of {old} were not copied to {self.path}")
+        for suffix in ("-wal", "-shm", ""):
+            Path(f"{old}{suffix}").unlink(missing_ok=True)
 
     # -- internals ----------------------------------------------------------------------------------------
 

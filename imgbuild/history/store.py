@@ -326,7 +326,7 @@ class _Partial(Exception):
 
 def open_store(config: HistoryConfig, root: Path, *,
                on_corrupt: Callable[[CorruptRecord], None] | None = None) -> HistoryStore:
-    """The store a workspace's ``history:`` names: S3 for ``backend: s3``, else SQLite under ``root``.
+    """The store a workspace's ``history:`` names: S3 for ``backend: s3``, else SQLite (:func:`sqlite_path`).
 
     ``on_corrupt``: what a query does with a damaged record (see the backends); None: it raises.
     """
@@ -339,7 +339,17 @@ def open_store(config: HistoryConfig, root: Path, *,
                          endpoint_url=config.endpoint_url, on_corrupt=on_corrupt)
     from imgbuild.history.sqlite import SqliteHistory
 
-    return SqliteHistory(root / config.path, on_corrupt=on_corrupt)
+    return SqliteHistory(sqlite_path(config, root), on_corrupt=on_corrupt)
+
+
+def sqlite_path(config: HistoryConfig, root: Path) -> Path:
+    """The SQLite file of a ``backend: sqlite`` history: its ``path`` (relative to the workspace root), or by
+    default ``history.sqlite`` in the workspace's state directory (:mod:`imgbuild.statedir`)."""
+    if config.path:
+        return root / config.path
+    from imgbuild import statedir
+
+    return statedir.for_workspace(root).history_db
 
 
 def _fsync_dir(path: Path) -> None:

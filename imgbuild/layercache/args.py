@@ -36,12 +36,11 @@ from imgbuild.build.builders import parse_driver
 from imgbuild.labels import Label, file_name
 from imgbuild.layercache.scope import LayerScope
 from imgbuild.model import CachePolicy
+from imgbuild.statedir import StateDirs
 
 # Drivers whose BuildKit runs standalone and has the s3 cache backend compiled in.
 NATIVE_S3_DRIVERS = frozenset({"docker-container", "remote", "kubernetes"})
 
-DEFAULT_LOCAL_PATH = ".imgbuild/cache"  # as imgbuild.cache.targets: one directory for both caches
-SYNC_DIR = ".imgbuild/layers"  # synced copies of S3 layer caches, one directory per policy
 MAX_NAME = 128  # a registry tag's limit, which the other backends' names also keep
 
 Args = tuple[tuple[str, ...], tuple[str, ...]]
@@ -74,12 +73,16 @@ def scope_dir(local_dir: Path, scope: str, target: str) -> Path:
     return local_dir / file_name(scope) / file_name(target)
 
 
-def local_dir_for(policy: CachePolicy, root: Path) -> Path | None:
-    """Where a policy's local layer caches live in the workspace at ``root``; None if it has none."""
+def local_dir_for(policy: CachePolicy, root: Path, state: StateDirs) -> Path | None:
+    """Where a policy's local layer caches live for the workspace at ``root``; None if it has none.
+
+    Beside the target cache (``layers/`` in the policy's ``path``, or in the state directory's target
+    cache); S3 policies keep synced copies in the state directory, one directory per policy.
+    """
     if policy.backend == "local":
-        return root / (policy.path or DEFAULT_LOCAL_PATH) / "layers"
+        return (root / policy.path if policy.path else state.target_cache) / "layers"
     if policy.backend == "s3":
-        return root / SYNC_DIR / policy.name
+        return state.layer_sync / policy.name
     return None
 
 

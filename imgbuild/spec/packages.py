@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from imgbuild import statedir
 from imgbuild.errors import ImgbuildError, LabelError, SpecError, SpecErrors
 from imgbuild.labels import Label
 from imgbuild.model import Secret, Target, Workspace, WorkspaceConfig
-from imgbuild.spec.schemas import MEMO_FILE, remembered, validate
+from imgbuild.spec.schemas import remembered, validate
 from imgbuild.tags import TemplateError
 from imgbuild.tags import check as check_template
 from imgbuild.spec.workspace import (BUILD_FILE, WORKSPACE_FILE, inside_workspace, load_config, registry_names,
@@ -22,14 +24,17 @@ _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv", "site-packages"})
 
 
 def discover(root: Path) -> Iterator[str]:
-    """Workspace-relative package paths ("" for the root), sorted; nested workspaces are not entered."""
+    """Workspace-relative package paths ("" for the root), sorted; nested workspaces are not entered, nor is
+    imgbuild's state directory when ``IMGBUILD_STATE_DIR`` puts it in the work tree (it can be large)."""
     found = []
+    own = {str(p) for p in statedir.for_workspace(root).inside_workspace()}
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
         if here != root and WORKSPACE_FILE in filenames:
             dirnames[:] = []
             continue
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS]
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d not in _SKIP_DIRS
+                       and not (own and os.path.realpath(os.path.join(dirpath, d)) in own)]
         if BUILD_FILE in filenames:
             rel = here.relative_to(root).as_posix()
             found.append("" if rel == "." else rel)
@@ -37,9 +42,22 @@ def discover(root: Path) -> Iterator[str]:
 
 
 def load_workspace(root: Path) -> Workspace:
-    """Load imgbuild.yaml and every BUILD.yaml below it; all spec problems are reported together."""
-    with remembered(root / ".imgbuild" / MEMO_FILE):
-        return _load_workspace(root)
+    """Load imgbuild.yaml and every BUILD.yaml below it; all spec problems are reported together.
+
+    Every command starts here, so this is also where the state directory is made and an old in-tree
+    ``.imgbuild/`` history is moved out of the work tree (:func:`imgbuild.statedir.migrate`).
+    """
+    dirs = statedir.for_workspace(root)
+    try:
+        dirs.prepare()
+    except OSError:
+        pass  # each user of a state file copes with it missing (a miss, a rebuild, a spooled record)
+    with remembered(dirs.spec_memo):
+        ws = _load_workspace(root)
+    history = ws.config.history
+    statedir.migrate(dirs, move_history=history.backend == "sqlite" and history.path is None,
+                     notice=lambda m: print(f"note: {m}", file=sys.stderr))
+    return ws
 
 
 def _load_workspace(root: Path) -> Workspace:

@@ -148,7 +148,8 @@ class _Memo:
     """Spec documents known to pass their schema: a digest of imgbuild's version, the schema and the
     document's text. Asked first, it spares jsonschema's import and compilation (~70 ms, most of loading
     a small workspace) whenever no spec file changed; it only ever skips a check that passed before on
-    exactly the same text. Kept in ``.imgbuild/spec-validated.json``; deleting it is always safe."""
+    exactly the same text. Kept in the state directory's ``spec-validated.json`` (:mod:`imgbuild.statedir`);
+    deleting it is always safe."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -166,8 +167,9 @@ class _Memo:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(keys), encoding="utf-8")
             os.replace(tmp, self.path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # only a speed-up: the next run validates again
+        except OSError:  # only a speed-up: the next run validates again
+            with contextlib.suppress(OSError):  # the directory itself may be unusable
+                tmp.unlink(missing_ok=True)
 
 
 _memo: _Memo | None = None

@@ -122,7 +122,7 @@ def load_config(root: Path) -> tuple[WorkspaceConfig, YamlDocument]:
     h = data.get("history") or {}
     history = HistoryConfig(
         backend=h.get("backend", "sqlite"),
-        path=h.get("path", ".imgbuild/history.sqlite"),
+        path=h.get("path"),
         bucket=h.get("bucket"),
         prefix=h.get("prefix", ""),
         region=h.get("region"),

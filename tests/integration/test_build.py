@@ -13,6 +13,7 @@ import jsonschema
 import pytest
 
 from imgbuild.spec.schemas import load_schema
+from imgbuild.statedir import for_workspace
 from tests.conftest import write_files
 from tests.integration.conftest import docker, imgbuild, run_in_image
 
@@ -135,7 +136,7 @@ def test_sigterm_stops_builds_without_orphans(tmp_path: Path, prefix: str) -> No
     proc = subprocess.Popen([sys.executable, "-m", "imgbuild", "build", "//apps/worker", "--progress", "plain",
                              "--json", "report.json"], cwd=root, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
-    log = root / ".imgbuild/logs/apps/worker/worker.log"
+    log = for_workspace(root).logs / "apps/worker/worker.log"
     deadline = time.monotonic() + 120
     running = f"RUN echo {prefix} && sleep 60"
     while time.monotonic() < deadline and running not in (log.read_text() if log.exists() else ""):

@@ -9,6 +9,8 @@ from typing import Iterator
 
 import pytest
 
+from imgbuild.statedir import for_workspace
+
 from tests.integration.conftest import docker, imgbuild
 from tests.integration.test_push import REGISTRY, registry_digest, report, workspace
 
@@ -70,7 +72,7 @@ def test_fresh_runner_push_fetches_only_what_a_build_needs(tmp_path: Path, prefi
     assert r.code == 0, r.err
     first = report(root)
 
-    subprocess.run(["rm", "-rf", str(root / ".imgbuild")], check=True)
+    subprocess.run(["rm", "-rf", str(for_workspace(root).cache)], check=True)
     docker("buildx", "prune", "-af")
     (root / "api/app.txt").write_text("v2\n")
     r = imgbuild(*args, cwd=root)
@@ -80,7 +82,7 @@ def test_fresh_runner_push_fetches_only_what_a_build_needs(tmp_path: Path, prefi
         "//base:base": "restored", "//api:api": "built", "//web:web": "cached"}
     web = rep["//web:web"]["image_id"]
     assert web == first["//web:web"]["image_id"] and registry_digest(f"{prefix}/web", "v1") == web
-    assert not (root / ".imgbuild" / "oci" / web.split(":")[1]).exists()  # never downloaded
+    assert not (for_workspace(root).oci_layouts / web.split(":")[1]).exists()  # never downloaded
     api = rep["//api:api"]["image_id"]
     assert registry_digest(f"{prefix}/api", "v1") == api != first["//api:api"]["image_id"]
     assert docker("image", "ls", "-q", "--filter", f"reference=*{prefix}*").strip() == ""
@@ -138,7 +140,7 @@ def test_a_builder_that_stops_mid_run_fails_its_targets_and_records_nothing(
     name, daemon = own_builder
     root = workspace(tmp_path / "ws", prefix)
     (root / "base/Dockerfile").write_text(f"FROM busybox:1.36\nRUN echo {prefix} && sleep 60 && echo base > /base.txt\n")
-    log = root / ".imgbuild" / "logs" / "base" / "base.log"
+    log = for_workspace(root).logs / "base" / "base.log"
 
     def kill_when_running() -> None:
         deadline = time.monotonic() + 120
@@ -160,7 +162,7 @@ def test_a_builder_that_stops_mid_run_fails_its_targets_and_records_nothing(
     assert "error reading from server" in rep["//base:base"]["error"]  # the builder's reason, attributed
     assert rep["//api:api"]["status"] == "skipped" and rep["//api:api"]["error"] == "dependency failed: //base:base"
     # Nothing half-recorded: the target cache holds no entry for what did not finish.
-    entries = root / ".imgbuild" / "cache" / "entries"
+    entries = for_workspace(root).target_cache / "entries"
     assert not entries.exists() or len(list(entries.iterdir())) <= 1  # at most web's, which finished
-    oci = root / ".imgbuild" / "oci"
+    oci = for_workspace(root).oci_layouts
     assert not oci.exists() or not [p for p in oci.iterdir() if p.name.startswith(".out-")]

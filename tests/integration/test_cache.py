@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from imgbuild.statedir import for_workspace
+
 from tests.conftest import write_files
 from tests.integration.conftest import Run, docker, imgbuild, run_in_image
 
@@ -49,13 +51,13 @@ def statuses(report: dict[str, Any]) -> dict[str, str]:
 
 def wipe_engine_and_local_cache(root: Path, prefix: str) -> None:
     """What a fresh CI runner looks like to these targets: none of their images, no build cache, no
-    .imgbuild directory. (Only this test's images go: the engine is shared, and `docker system prune`
+    local caches (the state directory's cache part; the history stays). (Only this test's images go: the engine is shared, and `docker system prune`
     on a busy engine takes minutes.)"""
     ids = docker("image", "ls", "-q", "--filter", f"reference={prefix}*").split()
     if ids:
         docker("image", "rm", "-f", *sorted(set(ids)))
     subprocess.run(["docker", "buildx", "prune", "-af"], check=True, capture_output=True, timeout=600)
-    subprocess.run(["rm", "-rf", str(root / ".imgbuild")], check=True)
+    subprocess.run(["rm", "-rf", str(for_workspace(root).cache)], check=True)
 
 
 @pytest.mark.usefixtures("builder")

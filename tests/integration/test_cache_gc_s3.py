@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import pytest
 
 from imgbuild.cache.entry import Blob, CacheEntry
+from imgbuild.statedir import for_workspace
 from imgbuild.cache.gc import Rules, S3Objects, Source, run
 from imgbuild.cache.local import LocalStore
 from imgbuild.cache.s3 import S3Store
@@ -199,7 +200,7 @@ def test_the_command_cleans_the_s3_store_and_this_machines_mirror(s3_endpoint: s
     store = targets_store(bucket, s3_endpoint)
     now = datetime.now(timezone.utc)
     made = fill(store, tmp_path, now)
-    mirror = LocalStore(root / ".imgbuild" / "cache" / "mirrors" / "shared")
+    mirror = LocalStore(for_workspace(root).target_cache / "mirrors" / "shared")
     for entry in made.values():  # as lookups on this machine copied them
         mirror.put(entry)
     yesterday = (now - DAY).timestamp()

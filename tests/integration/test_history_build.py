@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from imgbuild.statedir import for_workspace
+
 from tests.conftest import write_files
 from tests.integration.conftest import imgbuild, list_keys, read_object
 
@@ -60,9 +62,10 @@ def test_secret_value_reaches_no_log_tag_report_or_history(tmp_path: Path, prefi
     assert run_in_image(f"{prefix}-svc:dev", "cat", "/len").split()[0] == str(len(SECRET))
     # ... and nothing imgbuild wrote or printed contains it.
     texts = [r.out, r.err, (root / "report.json").read_text(), (root / "meta.json").read_text()]
-    texts += [p.read_text(errors="replace") for p in (root / ".imgbuild").rglob("*") if p.is_file()
-              and p.suffix in (".log", ".json")]
-    db = root / ".imgbuild/history.sqlite"
+    state = for_workspace(root)
+    texts += [p.read_text(errors="replace") for d in (state.cache, state.records) for p in d.rglob("*")
+              if p.is_file() and p.suffix in (".log", ".json")]
+    db = state.history_db
     texts += ["".join(map(str, row)) for row in sqlite3.connect(db).execute("select * from records")]
     from tests.integration.conftest import docker
 

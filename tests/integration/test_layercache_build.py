@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from imgbuild.statedir import for_workspace
+
 from tests.conftest import write_files
 from tests.integration.conftest import docker, imgbuild, run_in_image
 
@@ -44,7 +46,7 @@ def test_app_change_on_fresh_runner_reuses_dependency_layers(tmp_path: Path, pre
     # A fresh single-use runner: no images, no BuildKit cache, no local caches.
     docker("image", "rm", "-f", f"{prefix}-app:dev")
     docker("buildx", "prune", "-af")
-    subprocess.run(["rm", "-rf", str(root / ".imgbuild")], check=True)
+    subprocess.run(["rm", "-rf", str(for_workspace(root).cache)], check=True)
     (root / "app/main.txt").write_text("v2\n")  # application code changed, dependencies did not
 
     r = imgbuild("build", "//...", "--progress", "plain", "--json", "report.json", cwd=root)

@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from imgbuild.regcopy import Copier, Repository
+from imgbuild.statedir import for_workspace
 from tests.conftest import write_files
 from tests.integration.conftest import REPO, Run, digest_of, imgbuild
 
@@ -103,7 +104,7 @@ def build(root: Path, *args: str) -> dict[str, Any]:
 
 def logs(root: Path) -> dict[str, int]:
     """Every build log and when it was written: a build that ran rewrites its target's log."""
-    return {str(p): p.stat().st_mtime_ns for p in (root / ".imgbuild" / "logs").rglob("*.log")}
+    return {str(p): p.stat().st_mtime_ns for p in for_workspace(root).logs.rglob("*.log")}
 
 
 def releases(root: Path) -> list[dict[str, Any]]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from imgbuild.statedir import for_workspace
+
 from tests.integration.conftest import Run, docker, imgbuild
 from tests.integration.test_cache import workspace
 
@@ -143,7 +145,7 @@ def test_images_removed_since_the_last_run_are_not_trusted(tmp_path: Path, prefi
     env = {"IMGBUILD_NO_JOURNAL": "1"}  # the full check every time
     first = imgbuild("build", "//...", "--progress", "plain", cwd=root, env=env)
     assert first.code == 0, first.err
-    trust = json.loads((root / ".imgbuild" / "engine-trust.json").read_text())
+    trust = json.loads(for_workspace(root).engine_trust.read_text())
     web_id = trust["images"][f"{prefix}-web:dev"]
     assert {ref for ref, i in trust["images"].items() if i == web_id} == \
         {f"{prefix}-web:dev", f"{prefix}-web:imgbuild-{web_id.split(':')[1][:16]}"}

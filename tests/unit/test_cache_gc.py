@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from imgbuild.cache.entry import Blob, CacheEntry
+from imgbuild.statedir import for_workspace
 from imgbuild.cache.gc import (GcPlan, LocalObjects, Rules, S3Objects, Source, StoredObject, execute, format_age,
                                parse_age, plan_layers, plan_mirror, plan_targets, run, snapshot_layer_dirs,
                                snapshot_layers, snapshot_targets, sources)
@@ -542,7 +543,7 @@ def test_local_store_end_to_end(tmp_path: Path) -> None:
 
 def test_cli_gc(tmp_path: Path, make_ws: WorkspaceFactory, capsys: pytest.CaptureFixture[str]) -> None:
     ws = make_ws({"a/BUILD.yaml": "apps: {a: {}}\n", "a/Dockerfile": "FROM busybox:1.36\n"})
-    made = fill_local_store(ws / ".imgbuild" / "cache", tmp_path)
+    made = fill_local_store(for_workspace(ws).target_cache, tmp_path)
     code = main(["cache", "gc", "-w", str(ws), "--dry-run", "--json"])
     out = capsys.readouterr().out
     doc = json.loads(out)
@@ -551,12 +552,12 @@ def test_cli_gc(tmp_path: Path, make_ws: WorkspaceFactory, capsys: pytest.Captur
     kinds = sorted(d["kind"] for d in store["deletions"])
     assert kinds == ["blob", "blob", "entry", "leftover", "marker"] and store["deleted"] == 0
     assert store["planned_bytes"] == sum(d["bytes"] for d in store["deletions"]) > 0
-    assert LocalStore(ws / ".imgbuild" / "cache").get(made["old"].key) is not None
+    assert LocalStore(for_workspace(ws).target_cache).get(made["old"].key) is not None
 
     code = main(["cache", "gc", "-w", str(ws), "--keep-per-scope", "0"])
     out = capsys.readouterr().out
     assert code == 0 and "deleted 8 object(s)" in out and "//b:b" in out and "older than 30d" in out
-    assert LocalStore(ws / ".imgbuild" / "cache").get(made["lone"].key) is None
+    assert LocalStore(for_workspace(ws).target_cache).get(made["lone"].key) is None
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -584,20 +585,21 @@ def test_sources_of_a_workspace(make_ws: WorkspaceFactory) -> None:
         """,
         "a/BUILD.yaml": "apps: {a: {}}\n", "a/Dockerfile": "FROM busybox:1.36\n",
     })
-    (root / ".imgbuild" / "cache" / "mirrors" / "shared").mkdir(parents=True)
-    (root / ".imgbuild" / "layers" / "shared").mkdir(parents=True)
+    state = for_workspace(root)
+    (state.target_cache / "mirrors" / "shared").mkdir(parents=True)
+    (state.layer_sync / "shared").mkdir(parents=True)
     (root / ".cache" / "imgbuild" / "layers").mkdir(parents=True)
     srcs, skipped = sources(load_workspace(root))
     # Policies in name order; "again" and "shared" name one bucket and prefix: its stores are cleaned once,
     # and each policy's mirror after them.
     assert [(s.cache, s.policy, s.name) for s in srcs] == [
-        ("targets", "(default)", f"local:{root / '.imgbuild/cache'}"),
+        ("targets", "(default)", f"local:{state.target_cache}"),
         ("targets", "again", "s3://acme-cache/mono/targets"),
         ("layers", "again", "s3://acme-cache/mono/layers"),
         ("targets", "disk", f"local:{root / '.cache/imgbuild'}"),
         ("layers", "disk", f"local:{root / '.cache/imgbuild/layers'}"),
-        ("mirror", "shared", f"local:{root / '.imgbuild/cache/mirrors/shared'}"),
-        ("layers", "shared", f"local:{root / '.imgbuild/layers/shared'}"),
+        ("mirror", "shared", f"local:{state.target_cache / 'mirrors/shared'}"),
+        ("layers", "shared", f"local:{state.layer_sync / 'shared'}"),
     ]
     assert skipped == ["cache policy forks: write: false"]
     assert isinstance(srcs[1].objects, S3Objects) and srcs[5].remote == "s3://acme-cache/mono/targets"

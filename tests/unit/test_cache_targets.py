@@ -30,7 +30,7 @@ def test_an_entry_that_could_not_be_restored_is_replaced_by_the_rebuild(make_ws:
     record(TargetCache(ws, images, warn=warnings.append), ws, images, first)
 
     # The index blob of the first build is damaged in the store.
-    store = LocalStore(root / ".imgbuild/cache")
+    store = LocalStore(ws.state.target_cache)
     (store.blob_dir / sha(first.encode()).split(":")[1]).write_bytes(b"garbage")
 
     # Next run: the restore fails, the target is rebuilt (a new creation time: another index).

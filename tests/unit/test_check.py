@@ -13,6 +13,7 @@ from imgbuild.advisor.check import check_dockerfile, check_targets
 from imgbuild.cli import main
 from imgbuild.history.record import HistoryRecord
 from imgbuild.history.sqlite import SqliteHistory
+from imgbuild.statedir import for_workspace
 from imgbuild.spec.packages import load_workspace
 from imgbuild.spec.schemas import load_schema
 from tests.conftest import EXAMPLES, WorkspaceFactory
@@ -159,14 +160,25 @@ def test_root_context_without_dockerignore(make_ws: WorkspaceFactory) -> None:
     ws = load_workspace(_root_context_ws(make_ws))
     (r,) = check_targets(ws, ws.targets.values()).findings
     assert (r.finding.code, r.finding.file, r.finding.line) == ("IB103", "apps/api/BUILD.yaml", 2)
-    assert r.finding.fix_lines == (".git", ".imgbuild") and r.targets == ("//apps/api:api",)
+    assert r.finding.fix_lines == (".git",) and r.targets == ("//apps/api:api",)
 
 
 def test_root_context_dockerignore_must_exclude_git_and_state(make_ws: WorkspaceFactory) -> None:
     ws = load_workspace(_root_context_ws(make_ws, **{".dockerignore": "node_modules\n"}))
     (r,) = check_targets(ws, ws.targets.values()).findings
-    assert (r.finding.code, r.finding.file, r.finding.fix_lines) == ("IB104", ".dockerignore", (".git", ".imgbuild"))
-    (ws.root / ".dockerignore").write_text(".git\n.imgbuild\n")
+    assert (r.finding.code, r.finding.file, r.finding.fix_lines) == ("IB104", ".dockerignore", (".git",))
+    (ws.root / ".dockerignore").write_text(".git\n")
+    assert check_targets(ws, ws.targets.values()).findings == ()
+
+
+def test_root_context_dockerignore_must_exclude_a_state_dir_in_it(make_ws: WorkspaceFactory,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGBUILD_STATE_DIR", "build/state")
+    ws = load_workspace(_root_context_ws(make_ws, **{".dockerignore": ".git\n"}))
+    (r,) = check_targets(ws, ws.targets.values()).findings
+    assert (r.finding.code, r.finding.fix_lines) == ("IB104", ("build/state",))
+    assert "copies it into the image" in r.finding.cost
+    (ws.root / ".dockerignore").write_text(".git\nbuild/state\n")
     assert check_targets(ws, ws.targets.values()).findings == ()
 
 
@@ -273,7 +285,7 @@ def test_history_values_that_changed(make_ws: WorkspaceFactory, capsys: pytest.C
         "base/Dockerfile": "FROM busybox\nARG RELEASE\nRUN echo slow\nRUN echo $RELEASE > /r\n",
     })
     assert run(capsys, "check", "-w", str(root))[0] == 0
-    store = SqliteHistory(root / ".imgbuild" / "history.sqlite")
+    store = SqliteHistory(for_workspace(root).history_db)
     for n, value in enumerate(("1", "2")):
         store.append(HistoryRecord(kind="build", time=f"2026-01-0{n + 1}T00:00:00Z", label="//base:base",
                                    build_args=(("RELEASE", value),)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imgbuild.cli import main
+from imgbuild.cli import main, python_problem
 from tests.conftest import EXAMPLES, WorkspaceFactory
 
 MONOREPO = EXAMPLES / "monorepo"
@@ -115,3 +115,29 @@ def test_push_of_a_target_without_a_registry_is_refused_before_building(capsys: 
     assert code == 2 and out == ""
     assert "//a:a has push: true but no registry to push to" in err and "a/BUILD.yaml:2" in err
     assert "//b:b" not in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("lead", [["-w", str(MONOREPO)], ["--workspace", str(MONOREPO)], [f"--workspace={MONOREPO}"]])
+def test_workspace_before_the_command(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch, lead: list[str]) -> None:
+    monkeypatch.chdir(tmp_path)  # no workspace here: only the option can find it
+    code, out, err = run(capsys, *lead, "plan", "//tools/migrate")
+    assert (code, err) == (0, "")
+    assert "//tools/migrate:migrate" in out and "3 target(s)" in out
+
+
+def test_workspace_after_the_command_wins(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "-w", str(MONOREPO), "plan", "-w", str(tmp_path), "//...")
+    assert code == 2 and str(tmp_path) in err
+
+
+@pytest.mark.parametrize(("version", "ok"), [
+    ((3, 9, 18), False), ((3, 10, 11), False), ((3, 10, 12), True), ((3, 11, 3), False), ((3, 11, 4), True),
+    ((3, 12, 0), True), ((3, 13, 1), True)])
+def test_python_version_check(version: tuple[int, int, int], ok: bool) -> None:
+    problem = python_problem(version)
+    if ok:
+        assert problem is None
+    else:
+        assert problem is not None and ".".join(map(str, version)) in problem
+        assert "3.10.12+, 3.11.4+ or 3.12+" in problem

@@ -30,7 +30,7 @@ FILES = {
 def keys(root: Path, environ: dict[str, str] | None = None) -> dict[str, str]:
     ws = load_workspace(root)
     g = TargetGraph.build(ws)
-    hasher = Hasher(ws, stat_cache=StatCache(root / ".imgbuild/statcache.json"), environ=environ or {})
+    hasher = Hasher(ws, stat_cache=StatCache(ws.state.statcache), environ=environ or {})
     found = hasher.compute(g, g.order(ws.targets))
     return {str(lb): i.key() for lb, i in found.items()}
 

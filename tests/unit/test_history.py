@@ -25,6 +25,7 @@ import pytest
 
 import imgbuild.history.sqlite as sqlite_module
 from imgbuild.cli import _protect_exclusions
+from imgbuild.statedir import for_workspace
 from imgbuild.commands import history as command
 from imgbuild.errors import ImgbuildError
 from imgbuild.history import (AmbiguousId, CorruptRecord, GuardedHistory, HistoryRecord, HistoryStore,
@@ -852,11 +853,11 @@ def test_open_history_follows_the_workspace_config(make_ws: WorkspaceFactory) ->
     loaded, _ = load(root, root)
     history = command.open_history(loaded, Warnings())
     assert isinstance(history.store, S3History) and history.name == "s3://audit/mono"
-    assert history.spool_dir == root / ".imgbuild" / "history-spool"
+    assert history.spool_dir == for_workspace(root).history_spool
     default_root = make_ws({"imgbuild.yaml": "version: 1\n"})
     default, _ = load(default_root, default_root)
     store = command.open_history(default, Warnings()).store
-    assert isinstance(store, SqliteHistory) and store.path == default_root / ".imgbuild" / "history.sqlite"
+    assert isinstance(store, SqliteHistory) and store.path == for_workspace(default_root).history_db
 
 
 @pytest.mark.parametrize("text, expected", [

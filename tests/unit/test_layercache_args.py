@@ -9,6 +9,7 @@ import pytest
 
 from imgbuild import proc
 from imgbuild.labels import Label
+from imgbuild.statedir import StateDirs
 from imgbuild.layercache.args import (cache_args, cache_name, detect_driver, local_dir_for, native_s3_prefix,
                                       needs_sync, scope_dir, target_name)
 from imgbuild.build.builders import parse_driver
@@ -103,11 +104,12 @@ def test_registry() -> None:
 def test_local_backend_under_the_policy_path() -> None:
     p = CachePolicy(name="local", backend="local", path=".cache/x")
     root = Path("/ws")
-    local = local_dir_for(p, root)
+    state = StateDirs(workspace=root, cache=Path("/c/ws-1"), records=Path("/s/ws-1"))
+    local = local_dir_for(p, root, state)
     assert local == Path("/ws/.cache/x/layers")
-    assert local_dir_for(CachePolicy(name="l", backend="local"), root) == Path("/ws/.imgbuild/cache/layers")
-    assert local_dir_for(s3(), root) == LOCAL
-    assert local_dir_for(CachePolicy(name="g", backend="gha"), root) is None
+    assert local_dir_for(CachePolicy(name="l", backend="local"), root, state) == Path("/c/ws-1/cache/layers")
+    assert local_dir_for(s3(), root, state) == Path("/c/ws-1/layers/shared")
+    assert local_dir_for(CachePolicy(name="g", backend="gha"), root, state) is None
     scope = LayerScope(write_scope="main", read_scopes=("main",), period=None)
     assert cache_args(p, T, scope, driver="docker", local_dir=local) == (
         ("type=local,src=/ws/.cache/x/layers/main/apps-api-api",),

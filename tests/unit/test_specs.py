@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from imgbuild.errors import ImgbuildError, SpecError, SpecErrors
+from imgbuild.statedir import for_workspace
 from imgbuild.labels import Label
 from imgbuild.spec.packages import load_workspace
 from imgbuild.spec.workspace import find_root
@@ -203,7 +204,7 @@ def test_known_good_specs_are_not_validated_again_and_a_bad_edit_is_still_caught
     root = make_ws({"apps/api/BUILD.yaml": "apps:\n  api:\n    image: team/api\n",
                     "apps/web/BUILD.yaml": "apps:\n  web:\n    image: team/web\n"})
     load_workspace(root)
-    assert (root / ".imgbuild" / schemas.MEMO_FILE).is_file()
+    assert for_workspace(root).spec_memo.is_file()
     asked = schemas._validator.cache_info()
     assert len(load_workspace(root).targets) == 2
     assert schemas._validator.cache_info() == asked  # no schema was consulted: every text was known good
@@ -214,6 +215,6 @@ def test_known_good_specs_are_not_validated_again_and_a_bad_edit_is_still_caught
     (err,) = errors_of(exc)
     assert str(err.location) == "apps/web/BUILD.yaml:4:5" and err.key_path == ("apps", "web", "tagz")
 
-    (root / ".imgbuild" / schemas.MEMO_FILE).write_text("{not json")  # a damaged memo is just unknown
+    for_workspace(root).spec_memo.write_text("{not json")  # a damaged memo is just unknown
     (root / "apps/web/BUILD.yaml").write_text("apps:\n  web:\n    image: team/web\n")
     assert len(load_workspace(root).targets) == 2

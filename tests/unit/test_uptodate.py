@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from imgbuild import engine_events, uptodate
+from imgbuild.statedir import for_workspace
 from imgbuild.history.record import HistoryRecord
 from imgbuild.history.sqlite import SqliteHistory
 
@@ -107,13 +108,20 @@ def test_a_recorder_keeps_what_was_read_and_listed_not_what_was_written(tmp_path
     (ws / "imgbuild.yaml").write_text("version: 1\n")
     (ws / "app" / "Dockerfile").write_text("FROM busybox\n")
     (ws / "app" / "cached.txt").write_text("x\n")
-    (ws / ".imgbuild" / "logs").mkdir(parents=True)
-    rec = uptodate.Recorder(["//..."], str(ws), {"DOCKER_HOST": "tcp://nowhere:2375"}, str(ws))
+    env = {"DOCKER_HOST": "tcp://nowhere:2375", "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    state = for_workspace(ws, env)
+    (state.logs).mkdir(parents=True)
+    (state.target_cache / "entries").mkdir(parents=True)
+    state.statcache.write_text("{}")
+    (state.target_cache / "entries" / "e.json").write_text("{}")
+    rec = uptodate.Recorder(["//..."], str(ws), env, str(ws))
     rec.start()
     try:
         (ws / "app" / "Dockerfile").read_text()
         list(os.scandir(ws / "app"))
-        (ws / ".imgbuild" / "logs" / "app.log").write_text("log\n")
+        state.statcache.read_text()  # imgbuild's bookkeeping, rewritten by every run: not an input
+        (state.target_cache / "entries" / "e.json").read_text()  # a cache entry: an input of the answer
+        (state.logs / "app.log").write_text("log\n")
         (ws / "out.txt").write_text("written\n")
         sys.audit(uptodate.STAT_EVENT, str(ws / "app" / "cached.txt"))
     finally:
@@ -123,7 +131,9 @@ def test_a_recorder_keeps_what_was_read_and_listed_not_what_was_written(tmp_path
     assert str(ws / "app" / "Dockerfile") in paths
     assert str(ws / "app") in paths  # listed, and the Dockerfile's directory (a new .dockerignore shows there)
     assert str(ws / "app" / "cached.txt") in paths  # answered by the stat cache without being read
-    assert str(ws / "out.txt") not in paths and str(ws / ".imgbuild" / "logs" / "app.log") not in paths
+    assert str(ws / "out.txt") not in paths and str(state.logs / "app.log") not in paths
+    assert str(state.statcache) not in paths and str(state.cache) not in paths
+    assert str(state.target_cache / "entries" / "e.json") in paths
     assert not any(p.startswith(os.path.dirname(uptodate.__file__)) for p in paths)
     assert rec.anchor is None and not rec.save(images={}, records=[], history_db="", summary=[], state="ok",
                                                git=None)  # no engine events to trust: no journal
