@@ -88,8 +88,8 @@ def test_github_actions_template_on_a_docker_container_builder(tmp_path: Path, p
         assert r.code == 0, r.err
         report = json.loads((root / "imgbuild-report.json").read_text())
         for t in report["targets"]:
-            if t["status"] != "skipped":
-                built[t["label"]] = t
+            if t["status"] != "skipped" and not built.get(t["label"], {}).get("pushed"):
+                built[t["label"]] = t  # a shard's dependency (never pushed there) may be another's target
         assert (root / "imgbuild-junit.xml").is_file()  # what the upload step collects
 
     plan = json.loads(imgbuild("plan", "//...", "--json", cwd=root).out)
