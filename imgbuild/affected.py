@@ -31,7 +31,7 @@ from imgbuild.errors import ImgbuildError
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
 from imgbuild.model import Target, Workspace
-from imgbuild.spec.workspace import WORKSPACE_FILE
+from imgbuild.specfiles.workspace import WORKSPACE_FILE
 
 _CI_HINT = "in GitHub Actions, set `fetch-depth: 0` on actions/checkout"
 

@@ -1,6 +1,6 @@
 """Which step of a build missed BuildKit's layer cache, and why (issue #16).
 
-From the steps BuildKit printed (:mod:`imgbuild.build.steps`), the Dockerfile, and the target's input
+From the steps BuildKit printed (:mod:`imgbuild.builds.steps`), the Dockerfile, and the target's input
 manifests of this build and of its previous one (:meth:`imgbuild.digest.Inputs.manifest`), say how many
 steps were cached, which step ran first (in Dockerfile order), and the input that made it run:
 
@@ -13,7 +13,7 @@ steps were cached, which step ran first (in Dockerfile order), and the input tha
 * ``stage``: a ``COPY --from`` an earlier stage that ran;
 * ``dockerfile``: the Dockerfile itself changed and nothing else explains the step;
 * ``secret``: a secret a ``RUN`` mounts changed, so imgbuild had BuildKit bypass its cache for that stage
-  (:mod:`imgbuild.build.secret_steps`; only the secret's id is named);
+  (:mod:`imgbuild.builds.secret_steps`; only the secret's id is named);
 * ``no_layer_cache``: the builder had nothing to reuse: ``--no-cache``, a failed layer-cache import, the
   first build of the target, or (when the inputs the step depends on did not change) a builder that never
   built it or whose cache was pruned;
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imgbuild.build.steps import BuildLog, LoggedStep
+from imgbuild.builds.steps import BuildLog, LoggedStep
 from imgbuild.dockerfile import instructions
 
 # The instructions BuildKit numbers as steps ([stage i/n]); ARG, ENV, LABEL, CMD... are not.

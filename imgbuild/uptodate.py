@@ -83,7 +83,7 @@ def workspace_option(argv: list[str]) -> tuple[bool, str | None]:
 
 
 def find_root(workspace: str | None, cwd: str) -> str | None:
-    """The workspace root as :func:`imgbuild.spec.workspace.find_root` finds it (None: let it say why)."""
+    """The workspace root as :func:`imgbuild.specfiles.workspace.find_root` finds it (None: let it say why)."""
     if workspace is not None:
         root = os.path.realpath(os.path.join(cwd, workspace))
         return root if os.path.isfile(os.path.join(root, WORKSPACE_FILE)) else None

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
-from imgbuild.build.images import SavedImage, read_layout
+from imgbuild.builds.images import SavedImage, read_layout
 from imgbuild.cache.entry import Blob, CacheEntry
 from imgbuild.cache.local import LocalStore
 from imgbuild.cache.store import CacheError, CacheStore, GuardedStore

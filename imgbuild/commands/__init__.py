@@ -9,7 +9,7 @@ from pathlib import Path
 from imgbuild.errors import LabelError
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Pattern, parse_patterns
-from imgbuild.spec.packages import load
+from imgbuild.specfiles.packages import load
 
 
 def run(args: argparse.Namespace) -> int:

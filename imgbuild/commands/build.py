@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from imgbuild import git as gitinfo
 from imgbuild import statedir
-from imgbuild.build import builders
-from imgbuild.build.executor import BuildxExecutor
-from imgbuild.build.handoff import OciLayouts
-from imgbuild.build.images import Images
-from imgbuild.build.trust import TrustingImages
-from imgbuild.build.layers import LayerCaches
-from imgbuild.build.progress import LiveProgress, PlainProgress, Progress, summary
-from imgbuild.build.request import local_tag
-from imgbuild.build.results import RunResult, TargetResult, with_push, write_metadata, write_report
-from imgbuild.build.run import BuildOptions, Built, dry_run, execute
+from imgbuild.builds import builders
+from imgbuild.builds.executor import BuildxExecutor
+from imgbuild.builds.handoff import OciLayouts
+from imgbuild.builds.images import Images
+from imgbuild.builds.trust import TrustingImages
+from imgbuild.builds.layers import LayerCaches
+from imgbuild.builds.progress import LiveProgress, PlainProgress, Progress, summary
+from imgbuild.builds.request import local_tag
+from imgbuild.builds.results import RunResult, TargetResult, with_push, write_metadata, write_report
+from imgbuild.builds.run import BuildOptions, Built, dry_run, execute
 from imgbuild.commands import load_graph, patterns
 from imgbuild.connections import Connections
 from imgbuild.cache.targets import TargetCache
@@ -262,7 +262,7 @@ def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str],
 def _record_history(result: RunResult, ws: Workspace, *, git: gitinfo.GitInfo, environ: dict[str, str],
                     builder: str | None, images: Images, warn: Callable[[str], None]) -> list[HistoryRecord]:
     """Append a record per target (and per push) to the workspace's history; a failing store spools locally."""
-    from imgbuild.build.records import records_for
+    from imgbuild.builds.records import records_for
     from imgbuild.ci import detect
     from imgbuild.commands.history import open_history
 

@@ -13,7 +13,7 @@ from imgbuild.cache.store import GuardedStore
 from imgbuild.cache.targets import open_store
 from imgbuild.errors import ImgbuildError
 from imgbuild.model import CachePolicy
-from imgbuild.spec.packages import load
+from imgbuild.specfiles.packages import load
 
 if TYPE_CHECKING:  # gc imports boto3: only when it runs
     from imgbuild.cache.gc import Deletion, Rules, StoreReport

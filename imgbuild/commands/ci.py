@@ -15,8 +15,8 @@ from pathlib import Path
 
 from imgbuild import git as gitinfo
 from imgbuild import statedir
-from imgbuild.build.outputs import github_annotations, github_summary, write_junit
-from imgbuild.build.results import RunResult, write_metadata
+from imgbuild.builds.outputs import github_annotations, github_summary, write_junit
+from imgbuild.builds.results import RunResult, write_metadata
 from imgbuild.ci import CIRun, detect
 from imgbuild.commands import load_graph
 from imgbuild.commands.check import FAIL_ON, fails, run_check

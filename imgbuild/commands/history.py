@@ -15,7 +15,7 @@ from imgbuild.history.record import KINDS, HistoryRecord
 from imgbuild.history.store import GuardedHistory, HistoryError, HistoryUnavailable, InvalidQuery, open_store
 from imgbuild.labels import Label, Pattern, parse_patterns
 from imgbuild.model import Workspace
-from imgbuild.spec.packages import load
+from imgbuild.specfiles.packages import load
 
 _AGE = re.compile(r"(\d+)([mhdw])")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-from imgbuild.build.images import Images
+from imgbuild.builds.images import Images
 from imgbuild.cache.targets import TargetCache
 from imgbuild.commands import load_graph, patterns
 from imgbuild.commands.build import inputs_now

@@ -21,9 +21,9 @@ from typing import Callable, Sequence
 
 from imgbuild import git as gitinfo
 from imgbuild import proc
-from imgbuild.build.images import Images
-from imgbuild.build.request import local_tag
-from imgbuild.build.run import local_tags
+from imgbuild.builds.images import Images
+from imgbuild.builds.request import local_tag
+from imgbuild.builds.run import local_tags
 from imgbuild.cache.entry import CacheEntry
 from imgbuild.cache.targets import TargetCache
 from imgbuild.ci import detect
@@ -193,7 +193,7 @@ def _registries(ws: Workspace, target: Target, names: Sequence[str]) -> tuple[Re
 def _registry(ws: Workspace, name: str) -> Registry:
     known = [r.name for r in ws.config.registries]
     if name not in known:
-        from imgbuild.spec.workspace import unknown_hint
+        from imgbuild.specfiles.workspace import unknown_hint
 
         raise ReleaseInputError(f"unknown registry {name!r}\n  hint: {unknown_hint(name, known, 'registries')}")
     return ws.config.registry(name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from imgbuild.spec.schemas import load_schema
+from imgbuild.specfiles.schemas import load_schema
 
 
 def main(args: argparse.Namespace) -> int:

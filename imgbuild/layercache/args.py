@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Collection
 
 from imgbuild import proc
-from imgbuild.build.builders import parse_driver
+from imgbuild.builds.builders import parse_driver
 from imgbuild.labels import Label, file_name
 from imgbuild.layercache.scope import LayerScope
 from imgbuild.model import CachePolicy

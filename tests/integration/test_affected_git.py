@@ -18,7 +18,7 @@ from imgbuild.commands import affected as affected_command
 from imgbuild.errors import EXIT_USAGE
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import write_files
 
 DF = "FROM busybox:1.36\n"

@@ -12,7 +12,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from imgbuild.spec.schemas import load_schema
+from imgbuild.specfiles.schemas import load_schema
 from imgbuild.statedir import for_workspace
 from tests.conftest import write_files
 from tests.integration.conftest import docker, imgbuild, run_in_image

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from imgbuild.build.images import Images
+from imgbuild.builds.images import Images
 from imgbuild.engine_api import connect
 from tests.integration.conftest import digest_of, docker
 

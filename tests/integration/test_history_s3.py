@@ -227,7 +227,7 @@ def test_history_command_on_an_s3_workspace(make_ws: WorkspaceFactory, s3_endpoi
     root = make_ws({"imgbuild.yaml": f"version: 1\nhistory:\n  backend: s3\n  bucket: {bucket}\n"
                                      f"  prefix: mono/\n  endpoint_url: {s3_endpoint}\n"})
     monkeypatch.chdir(root)
-    from imgbuild.spec.packages import load
+    from imgbuild.specfiles.packages import load
 
     ws, _ = load(root, root)
     history = command.open_history(ws, lambda w: None)

@@ -11,9 +11,9 @@ import urllib.parse
 from pathlib import Path
 from typing import IO, Callable
 
-from imgbuild.build.executor import BuildError, BuildInterrupted, BuildOutput
-from imgbuild.build.images import SavedImage, qualified_name
-from imgbuild.build.request import BuildRequest
+from imgbuild.builds.executor import BuildError, BuildInterrupted, BuildOutput
+from imgbuild.builds.images import SavedImage, qualified_name
+from imgbuild.builds.request import BuildRequest
 from imgbuild.connections import Opened
 
 

@@ -7,7 +7,7 @@ import pytest
 from imgbuild.affected import affected_targets
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 
 DF = "FROM busybox:1.36\n"

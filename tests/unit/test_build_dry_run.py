@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from imgbuild.build.executor import command
-from imgbuild.build.handoff import OciLayouts
-from imgbuild.build.layers import LayerCaches
-from imgbuild.build.progress import PlainProgress
-from imgbuild.build.run import CLAIM_TAG_PREFIX, BuildOptions, dry_run, execute
+from imgbuild.builds.executor import command
+from imgbuild.builds.handoff import OciLayouts
+from imgbuild.builds.layers import LayerCaches
+from imgbuild.builds.progress import PlainProgress
+from imgbuild.builds.run import CLAIM_TAG_PREFIX, BuildOptions, dry_run, execute
 from imgbuild.git import GitInfo
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import parse_patterns
 from imgbuild.plan import make_plan
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 from tests.unit.fakes import FakeExecutor, FakeImages
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from imgbuild.build.layers import LayerCaches
+from imgbuild.builds.layers import LayerCaches
 from imgbuild.git import GitInfo
 from imgbuild.labels import Label
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 
 

@@ -9,10 +9,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from imgbuild.build import metadata
-from imgbuild.build.progress import PlainProgress
-from imgbuild.build.results import RunResult, TargetResult, write_metadata
-from imgbuild.build.run import BuildOptions, execute
+from imgbuild.builds import metadata
+from imgbuild.builds.progress import PlainProgress
+from imgbuild.builds.results import RunResult, TargetResult, write_metadata
+from imgbuild.builds.run import BuildOptions, execute
 from imgbuild.cache.entry import Blob, CacheEntry
 from imgbuild.cache.targets import TargetCache
 from imgbuild.canonical import canonical_json
@@ -21,7 +21,7 @@ from imgbuild.git import GitInfo
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import parse_patterns
 from imgbuild.plan import make_plan
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 from tests.unit.fakes import FakeExecutor, FakeImages, sha
 

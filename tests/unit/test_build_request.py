@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from imgbuild.build.request import BuildRequest, context_name, plan_request
+from imgbuild.builds.request import BuildRequest, context_name, plan_request
 from imgbuild.git import GitInfo
 from imgbuild.labels import Label
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)

@@ -5,16 +5,16 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from imgbuild.build.handoff import OciLayouts
-from imgbuild.build.progress import PlainProgress
-from imgbuild.build.request import local_tag
-from imgbuild.build.results import RunResult
-from imgbuild.build.run import BuildOptions, execute
+from imgbuild.builds.handoff import OciLayouts
+from imgbuild.builds.progress import PlainProgress
+from imgbuild.builds.request import local_tag
+from imgbuild.builds.results import RunResult
+from imgbuild.builds.run import BuildOptions, execute
 from imgbuild.git import GitInfo
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label, parse_patterns
 from imgbuild.plan import make_plan
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 from tests.unit.fakes import FakeExecutor, FakeImages
 

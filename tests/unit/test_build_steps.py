@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from imgbuild.build.steps import parse, read
+from imgbuild.builds.steps import parse, read
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "buildkit-logs"
 DRIVERS = ("docker", "docker-container", "remote")

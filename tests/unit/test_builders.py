@@ -6,8 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
-from imgbuild.build.builders import Builder, resolve, selected_name
-from imgbuild.build.handoff import OciLayouts, link_or_copy, top_digest
+from imgbuild.builds.builders import Builder, resolve, selected_name
+from imgbuild.builds.handoff import OciLayouts, link_or_copy, top_digest
 
 
 def _current(config: Path, name: str, key: str = "unix:///var/run/docker.sock") -> dict[str, str]:

@@ -24,7 +24,7 @@ from imgbuild.cache.gc import (GcPlan, LocalObjects, Rules, S3Objects, Source, S
 from imgbuild.cache.local import LocalStore
 from imgbuild.cache.store import CacheUnavailable
 from imgbuild.cli import main
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=timezone.utc)

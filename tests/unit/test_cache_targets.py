@@ -6,7 +6,7 @@ from imgbuild.cache.local import LocalStore
 from imgbuild.cache.targets import TargetCache
 from imgbuild.labels import Label
 from imgbuild.model import Workspace
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 from tests.unit.fakes import FakeImages, sha
 

@@ -14,8 +14,8 @@ from imgbuild.cli import main
 from imgbuild.history.record import HistoryRecord
 from imgbuild.history.sqlite import SqliteHistory
 from imgbuild.statedir import for_workspace
-from imgbuild.spec.packages import load_workspace
-from imgbuild.spec.schemas import load_schema
+from imgbuild.specfiles.packages import load_workspace
+from imgbuild.specfiles.schemas import load_schema
 from tests.conftest import EXAMPLES, WorkspaceFactory
 
 

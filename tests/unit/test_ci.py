@@ -7,12 +7,12 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from imgbuild.build.outputs import github_annotations, github_summary, write_junit
-from imgbuild.build.results import RunResult, TargetResult
+from imgbuild.builds.outputs import github_annotations, github_summary, write_junit
+from imgbuild.builds.results import RunResult, TargetResult
 from imgbuild.ci import detect
 from imgbuild.commands.ci import should_push
 from imgbuild.git import GitInfo
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 
 GH_PR = {"GITHUB_ACTIONS": "true", "GITHUB_REPOSITORY": "acme/mono", "GITHUB_RUN_ID": "42",

@@ -11,7 +11,7 @@ from imgbuild.digest import Hasher, external_bases
 from imgbuild import dockerfile
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from imgbuild.statcache import StatCache
 from tests.conftest import WorkspaceFactory, write_files
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from imgbuild.build.images import Images
+from imgbuild.builds.images import Images
 from imgbuild.engine_api import EngineAPI, EngineAPIError, connect, split_ref
 from tests.conftest import serving
 

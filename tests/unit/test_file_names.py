@@ -14,7 +14,7 @@ from imgbuild.digest import Hasher, Inputs
 from imgbuild.explain import diff_inputs
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import write_files
 
 FILES = {

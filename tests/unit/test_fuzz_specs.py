@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from imgbuild.errors import ImgbuildError
 from imgbuild.graph import TargetGraph
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 
 KEYS = ["apps", "api", "targets", "stage", "dockerfile", "context", "deps", "build_args", "cache", "tags",
         "push", "platforms", "secrets", "labels", "image", "registry", "registries", "id", "env", "src",

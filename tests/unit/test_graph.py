@@ -6,7 +6,7 @@ from imgbuild.errors import LabelError, SpecError, SpecErrors
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label, parse_patterns
 from imgbuild.plan import make_plan
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import EXAMPLES, WorkspaceFactory
 
 DF = "FROM busybox:1.36\n"

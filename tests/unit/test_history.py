@@ -34,8 +34,8 @@ from imgbuild.history.s3 import S3History
 from imgbuild.history.sqlite import SqliteHistory
 from imgbuild.history.store import Query, newest_first
 from imgbuild.model import Secret
-from imgbuild.spec.packages import load
-from imgbuild.spec.schemas import schema_dir
+from imgbuild.specfiles.packages import load
+from imgbuild.specfiles.schemas import schema_dir
 from imgbuild.stepwhy import StepFlag, StepReport
 from tests.conftest import WorkspaceFactory, at_once
 

@@ -12,7 +12,7 @@ from imgbuild.labels import Label
 from imgbuild.statedir import StateDirs
 from imgbuild.layercache.args import (cache_args, cache_name, detect_driver, local_dir_for, native_s3_prefix,
                                       needs_sync, scope_dir, target_name)
-from imgbuild.build.builders import parse_driver
+from imgbuild.builds.builders import parse_driver
 from imgbuild.layercache.scope import LayerScope
 from imgbuild.model import CachePolicy
 

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from imgbuild.build.run import log_path
+from imgbuild.builds.run import log_path
 from imgbuild.cli import main
 from imgbuild.errors import Location, SpecErrors
 from imgbuild.labels import MAX_FILE_NAME, Label, file_name
 from imgbuild.layercache.args import scope_dir, target_name
 from imgbuild.model import Target
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 
 LONG = "a" * 300

@@ -120,7 +120,7 @@ def test_templates_are_checked_rendered_and_deduplicated() -> None:
 
 
 def test_settings_come_from_the_workspace_release_section(make_ws: WorkspaceFactory) -> None:
-    from imgbuild.spec.packages import load_workspace
+    from imgbuild.specfiles.packages import load_workspace
 
     plain = load_workspace(make_ws({"imgbuild.yaml": "version: 1\n"}))
     assert settings_from(plain.config) == ReleaseSettings()

@@ -7,18 +7,18 @@ import threading
 from pathlib import Path
 
 from imgbuild import dockerfile
-from imgbuild.build.progress import PlainProgress
-from imgbuild.build.request import BuildRequest
-from imgbuild.build.results import RunResult
-from imgbuild.build.run import BuildOptions, execute
-from imgbuild.build.secret_steps import Bypass, bypass_for, changed_secrets
+from imgbuild.builds.progress import PlainProgress
+from imgbuild.builds.request import BuildRequest
+from imgbuild.builds.results import RunResult
+from imgbuild.builds.run import BuildOptions, execute
+from imgbuild.builds.secret_steps import Bypass, bypass_for, changed_secrets
 from imgbuild.cache.targets import TargetCache
 from imgbuild.digest import Hasher
 from imgbuild.git import GitInfo
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import parse_patterns
 from imgbuild.plan import make_plan
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory
 from tests.unit.fakes import FakeExecutor, FakeImages
 

@@ -13,7 +13,7 @@ from imgbuild.dockerignore import DockerignoreError
 from imgbuild.errors import SpecErrors
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from tests.conftest import WorkspaceFactory, write_files
 
 

@@ -9,8 +9,8 @@ import pytest
 from imgbuild.errors import ImgbuildError, SpecError, SpecErrors
 from imgbuild.statedir import for_workspace
 from imgbuild.labels import Label
-from imgbuild.spec.packages import load_workspace
-from imgbuild.spec.workspace import find_root
+from imgbuild.specfiles.packages import load_workspace
+from imgbuild.specfiles.workspace import find_root
 from tests.conftest import EXAMPLES, WorkspaceFactory
 
 WORKSPACE = """
@@ -199,7 +199,7 @@ def test_unknown_tag_placeholder(make_ws: WorkspaceFactory, files: dict[str, str
 
 
 def test_known_good_specs_are_not_validated_again_and_a_bad_edit_is_still_caught(make_ws: WorkspaceFactory) -> None:
-    from imgbuild.spec import schemas
+    from imgbuild.specfiles import schemas
 
     root = make_ws({"apps/api/BUILD.yaml": "apps:\n  api:\n    image: team/api\n",
                     "apps/web/BUILD.yaml": "apps:\n  web:\n    image: team/web\n"})

@@ -16,7 +16,7 @@ from imgbuild.git import changed
 from imgbuild.graph import TargetGraph
 from imgbuild.history import HistoryRecord
 from imgbuild.history.sqlite import SqliteHistory
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from imgbuild.statcache import StatCache
 from imgbuild.statedir import for_workspace
 from tests.conftest import WorkspaceFactory

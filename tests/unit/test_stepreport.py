@@ -13,13 +13,13 @@ from typing import Callable
 import jsonschema
 import pytest
 
-from imgbuild.build.executor import BuildError, BuildOutput
-from imgbuild.build.outputs import github_summary
-from imgbuild.build.progress import PlainProgress, summary
-from imgbuild.build.records import records_for
-from imgbuild.build.request import BuildRequest
-from imgbuild.build.results import RunResult, write_report
-from imgbuild.build.run import BuildOptions, execute
+from imgbuild.builds.executor import BuildError, BuildOutput
+from imgbuild.builds.outputs import github_summary
+from imgbuild.builds.progress import PlainProgress, summary
+from imgbuild.builds.records import records_for
+from imgbuild.builds.request import BuildRequest
+from imgbuild.builds.results import RunResult, write_report
+from imgbuild.builds.run import BuildOptions, execute
 from imgbuild.cli import main
 from imgbuild.commands.history import open_history
 from imgbuild.git import GitInfo
@@ -27,8 +27,8 @@ from imgbuild.graph import TargetGraph
 from imgbuild.history.record import HistoryRecord
 from imgbuild.labels import parse_patterns
 from imgbuild.plan import make_plan
-from imgbuild.spec.packages import load_workspace
-from imgbuild.spec.schemas import schema_dir
+from imgbuild.specfiles.packages import load_workspace
+from imgbuild.specfiles.schemas import schema_dir
 from tests.conftest import WorkspaceFactory
 from tests.unit.fakes import FakeExecutor, FakeImages
 

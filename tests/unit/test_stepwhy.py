@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from imgbuild.build.steps import parse, read
-from imgbuild.spec.schemas import schema_dir
+from imgbuild.builds.steps import parse, read
+from imgbuild.specfiles.schemas import schema_dir
 from imgbuild.stepwhy import StepReport, explain_build, image_flags
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "buildkit-logs"

@@ -7,7 +7,7 @@ import pytest
 from imgbuild.cli import main
 from imgbuild.errors import SpecError, SpecErrors
 from imgbuild.labels import Label
-from imgbuild.spec.packages import load_workspace
+from imgbuild.specfiles.packages import load_workspace
 from imgbuild.yamlsource import MAX_ALIAS_VALUES
 from tests.conftest import WorkspaceFactory
 

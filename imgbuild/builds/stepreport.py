@@ -1,6 +1,6 @@
 """During a run: what a target's previous build left to compare with, and its step report once built.
 
-Kept out of :mod:`imgbuild.build.run` so the run only calls two functions; neither ever fails a build
+Kept out of :mod:`imgbuild.builds.run` so the run only calls two functions; neither ever fails a build
 (a step report is an explanation, not a result).
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgbuild.build import steps
+from imgbuild.builds import steps
 from imgbuild.stepwhy import StepReport, explain_build
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from imgbuild import engine_api, engine_events
-from imgbuild.build.images import Images
+from imgbuild.builds.images import Images
 
 FORMAT = 1
 MAX_REFS = 20_000  # the newest are kept

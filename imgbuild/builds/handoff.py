@@ -23,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable
 
-from imgbuild.build.images import SavedImage, read_layout
+from imgbuild.builds.images import SavedImage, read_layout
 
 LAYOUT_MARKER = b'{"imageLayoutVersion":"1.0.0"}'
 

@@ -82,7 +82,7 @@ def with_push(result: RunResult, pushes: dict[str, tuple[tuple[str, ...], str | 
 def write_metadata(result: RunResult, path: Path) -> None:
     """Every key buildx wrote for each target's build (``docker buildx build --metadata-file``), plus imgbuild's,
     keyed by label. Cached and restored targets carry what their cache entry knows of the build that made them."""
-    from imgbuild.build import metadata
+    from imgbuild.builds import metadata
 
     doc: dict[str, Any] = {}
     for t in result.targets:

@@ -9,7 +9,7 @@ from typing import Any
 
 from imgbuild.errors import Location, SpecError, SpecErrors
 from imgbuild.model import CachePolicy, Defaults, HistoryConfig, Registry, ReleaseConfig, WorkspaceConfig
-from imgbuild.spec.schemas import validate
+from imgbuild.specfiles.schemas import validate
 from imgbuild.yamlsource import YamlDocument, load_yaml
 
 WORKSPACE_FILE = "imgbuild.yaml"

@@ -3,7 +3,7 @@
 A target whose input digest is in the cache is not built: its image is used as it is (``cached``) or
 loaded from the cache store's blobs (``restored``). Dependants always get the exact image of their
 dependency: on the ``docker`` driver through a tag in the engine that names its image id; on every other
-builder as an OCI layout named context (:mod:`imgbuild.build.handoff`), since those do not see the engine.
+builder as an OCI layout named context (:mod:`imgbuild.builds.handoff`), since those do not see the engine.
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from imgbuild.build import metadata
-from imgbuild.build.executor import BuildError, BuildInterrupted, Executor, command
-from imgbuild.build.handoff import OciLayouts, link_or_copy, top_digest
-from imgbuild.build.progress import Progress
-from imgbuild.build.request import BuildRequest, local_tag, plan_request
-from imgbuild.build.results import RunResult, TargetResult
-from imgbuild.build.secret_steps import secret_bypass
-from imgbuild.build.stepreport import previous_build, step_report
+from imgbuild.builds import metadata
+from imgbuild.builds.executor import BuildError, BuildInterrupted, Executor, command
+from imgbuild.builds.handoff import OciLayouts, link_or_copy, top_digest
+from imgbuild.builds.progress import Progress
+from imgbuild.builds.request import BuildRequest, local_tag, plan_request
+from imgbuild.builds.results import RunResult, TargetResult
+from imgbuild.builds.secret_steps import secret_bypass
+from imgbuild.builds.stepreport import previous_build, step_report
 from imgbuild.git import GitInfo
 from imgbuild.labels import file_name
 from imgbuild.model import Target, Workspace
@@ -37,7 +37,7 @@ from imgbuild.scheduler import Event, Job, JobResult, Status, run_jobs
 from imgbuild.tags import TagContext, render
 
 if TYPE_CHECKING:
-    from imgbuild.build.layers import LayerCaches
+    from imgbuild.builds.layers import LayerCaches
     from imgbuild.cache.entry import CacheEntry
     from imgbuild.cache.targets import ImageStore, TargetCache
     from imgbuild.digest import Inputs

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-from imgbuild.build.images import qualified_name
+from imgbuild.builds.images import qualified_name
 from imgbuild.canonical import canonical_json
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
-from imgbuild.build.results import RunResult
+from imgbuild.builds.results import RunResult
 from imgbuild.labels import Label
 from imgbuild.model import Workspace
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from imgbuild import engine_api, proc
-from imgbuild.build.request import BuildRequest
+from imgbuild.builds.request import BuildRequest
 from imgbuild.engine_api import EngineAPIError
 from imgbuild.errors import EngineUnavailable
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from imgbuild.build.results import RunResult, TargetResult
+from imgbuild.builds.results import RunResult, TargetResult
 from imgbuild.ci import CIRun
 from imgbuild.git import GitInfo
 from imgbuild.history.record import HistoryRecord, utc_now

@@ -10,7 +10,7 @@ from typing import IO, TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from rich.text import Text
 
-from imgbuild.build.results import RunResult, TargetResult
+from imgbuild.builds.results import RunResult, TargetResult
 
 
 class Progress(Protocol):

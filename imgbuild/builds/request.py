@@ -1,6 +1,6 @@
 """The request sent to the engine for one target: a frozen value, compared by equality in tests.
 
-Planning a request does no I/O; :mod:`imgbuild.build.executor` alone runs it.
+Planning a request does no I/O; :mod:`imgbuild.builds.executor` alone runs it.
 """
 
 from __future__ import annotations

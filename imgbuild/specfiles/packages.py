@@ -12,10 +12,10 @@ from imgbuild import statedir
 from imgbuild.errors import ImgbuildError, LabelError, SpecError, SpecErrors
 from imgbuild.labels import Label
 from imgbuild.model import Secret, Target, Workspace, WorkspaceConfig
-from imgbuild.spec.schemas import remembered, validate
+from imgbuild.specfiles.schemas import remembered, validate
 from imgbuild.tags import TemplateError
 from imgbuild.tags import check as check_template
-from imgbuild.spec.workspace import (BUILD_FILE, WORKSPACE_FILE, inside_workspace, load_config, registry_names,
+from imgbuild.specfiles.workspace import (BUILD_FILE, WORKSPACE_FILE, inside_workspace, load_config, registry_names,
                                      string_pairs, unknown_hint)
 from imgbuild.yamlsource import YamlDocument, load_yaml
 
@@ -241,7 +241,7 @@ def _inside(root: Path, path: Path, doc: YamlDocument, key_path: tuple[str | int
 
 def load(workspace_dir: Path | None, cwd: Path) -> tuple[Workspace, str]:
     """The workspace (from ``workspace_dir`` or found above ``cwd``) and cwd's package path in it."""
-    from imgbuild.spec.workspace import find_root
+    from imgbuild.specfiles.workspace import find_root
 
     root = (workspace_dir.resolve() if workspace_dir else find_root(cwd))
     if not (root / WORKSPACE_FILE).is_file():

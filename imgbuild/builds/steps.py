@@ -47,7 +47,7 @@ class BuildLog:
     cache_import_errors: tuple[str, ...] = ()  # "importing cache manifest from X: <error>"
     no_cache: bool = False  # the build ran with --no-cache (read from imgbuild's header line)
     cache_from: bool | None = None  # it was given a --cache-from; None when the log has no imgbuild header
-    # A changed secret made imgbuild bypass BuildKit's cache (imgbuild.build.secret_steps, #14): its ids, and
+    # A changed secret made imgbuild bypass BuildKit's cache (imgbuild.builds.secret_steps, #14): its ids, and
     # the stages given --no-cache-filter (none: --no-cache, every step).
     secrets_changed: tuple[str, ...] = ()
     no_cache_stages: tuple[str, ...] = ()

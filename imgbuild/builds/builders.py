@@ -2,7 +2,7 @@
 
 The ``docker`` driver builds inside the engine, so a dependency's image in the engine's store is a valid
 ``FROM``. Every other driver (``docker-container``, ``remote``, ``kubernetes``) runs BuildKit elsewhere and
-does not see that store (issue #13): there, dependencies go as OCI layouts (:mod:`imgbuild.build.handoff`).
+does not see that store (issue #13): there, dependencies go as OCI layouts (:mod:`imgbuild.builds.handoff`).
 """
 
 from __future__ import annotations
