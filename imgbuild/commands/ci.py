@@ -20,7 +20,9 @@ from imgbuild.builds.results import RunResult, write_metadata
 from imgbuild.ci import CIRun, detect
 from imgbuild.commands import load_graph
 from imgbuild.commands.check import FAIL_ON, fails, run_check
-from imgbuild.commands.build import exit_status, options_for, run_plan
+from imgbuild.builds.service import run_plan
+from imgbuild.builds.settings import BuildSettings
+from imgbuild.commands.build import exit_status
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import Label, parse_patterns
 from imgbuild.model import Workspace
@@ -102,9 +104,8 @@ def main(args: argparse.Namespace) -> int:
         _write_outputs(None, args, ws, environ)
         return 0
     plan = make_plan(graph, parse_patterns(sorted(str(lb) for lb in selected)))
-    options = options_for(patterns=[str(lb) for lb in sorted(selected)], jobs=args.jobs, progress="plain",
-                          json=args.json, metadata_file=args.metadata_file, cache_read_only=fork, push=push,
-                          workspace=args.workspace)
+    options = BuildSettings(jobs=args.jobs, progress="plain", json=args.json, metadata_file=args.metadata_file,
+                            cache_read_only=fork, push=push)
     result = run_plan(options, graph, plan, "")
     _write_outputs(result, args, ws, environ)
     return exit_status(result)

@@ -12,7 +12,7 @@ import sys
 from imgbuild.builds.images import Images
 from imgbuild.cache.targets import TargetCache
 from imgbuild.commands import load_graph, patterns
-from imgbuild.commands.build import inputs_now
+from imgbuild.builds.service import inputs_now
 from imgbuild.errors import ImgbuildError, LabelError
 from imgbuild.model import Workspace
 from imgbuild.plan import make_plan

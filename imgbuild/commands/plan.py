@@ -54,7 +54,7 @@ def _explain(graph: TargetGraph, plan: Plan, *, json_out: bool) -> int:
     """Per target: cached, or to build and why (what differs from its newest cache entry)."""
     from imgbuild.builds.images import Images
     from imgbuild.cache.targets import TargetCache
-    from imgbuild.commands.build import inputs_now
+    from imgbuild.builds.service import inputs_now
     from imgbuild.explain import diff_inputs
 
     ws = graph.workspace

@@ -200,7 +200,7 @@ def _registry(ws: Workspace, name: str) -> Registry:
 
 
 def _input_digests(graph: TargetGraph, targets: Sequence[Target], environ: dict[str, str]) -> dict[str, str]:
-    from imgbuild.commands.build import inputs_now
+    from imgbuild.builds.service import inputs_now
 
     plan = make_plan(graph, patterns([str(t.label) for t in targets], ""))
     return {label: inputs.key() for label, inputs in inputs_now(graph, plan, environ).items()}
@@ -260,10 +260,11 @@ def _git_tag_commit(root: Path, name: str) -> str | None:
 
 def _build_missing(graph: TargetGraph, labels: Sequence[str], current: str, *, allow_dirty: bool) -> dict[str, str]:
     """``imgbuild build`` of ``labels`` (no push); their image ids. Nothing is released if one fails."""
-    from imgbuild.commands.build import options_for, run_plan
+    from imgbuild.builds.service import run_plan
+    from imgbuild.builds.settings import BuildSettings
 
     print(f"building {len(labels)} target(s) without an image for this commit: {', '.join(labels)}", file=sys.stderr)
-    options = options_for(patterns=list(labels), allow_dirty=allow_dirty)
+    options = BuildSettings(allow_dirty=allow_dirty)
     result = run_plan(options, graph, make_plan(graph, patterns(list(labels), current)), current)
     if result is None or not result.ok:
         raise ReleaseRefused([f"--build-missing: the build did not succeed ({', '.join(labels)})"])

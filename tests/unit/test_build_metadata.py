@@ -16,7 +16,7 @@ from imgbuild.builds.run import BuildOptions, execute
 from imgbuild.cache.entry import Blob, CacheEntry
 from imgbuild.cache.targets import TargetCache
 from imgbuild.canonical import canonical_json
-from imgbuild.commands.build import compute_inputs
+from imgbuild.builds.service import compute_inputs
 from imgbuild.git import GitInfo
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import parse_patterns
