@@ -30,7 +30,9 @@ def plain(root: Path) -> Run:
 
 def status(r: Run, label: str) -> str:
     """The target's status in the summary table."""
-    rows = [line.split() for line in r.err.splitlines() if line.startswith(label + " ")]
+    # (not the step-report lines after the table, which start with the label too)
+    rows = [line.split() for line in r.err.splitlines() if line.startswith(label + " ")
+            and line.split()[1] in ("built", "cached", "restored", "failed", "skipped", "cancelled")]
     assert len(rows) == 1, r.err
     return rows[0][1]
 
