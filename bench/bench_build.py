@@ -1,22 +1,35 @@
 """Benchmark a cold ``imgbuild build`` against ``docker buildx bake`` on the same small image graph.
 
-Run: python bench/bench_build.py [--runs 3] [-j J] [--apps 8] [--sleep 2] [--rev HEAD] [--keep]
+Run: python bench/bench_build.py [--runs 3] [-j J] [--apps 8] [--sleep 2] [--builder NAME]
+                                 [--layer-cache none|local|s3] [--rev HEAD] [--keep]
 
 What it measures. A generated workspace (in a temporary directory) holds one base image and
 ``--apps`` apps built ``FROM`` it. Every Dockerfile has a real ``RUN`` step that sleeps ``--sleep``
 seconds and writes a file (``/base.txt`` in the base, ``/out`` in each app), so the build does real
 work in BuildKit; each app writes its own name, so BuildKit cannot merge the apps' steps into one.
-The same graph is built two ways, both loading the results into the engine's image store:
+The same graph is built two ways, on the same buildx builder (``--builder``; default: ``default``, the
+engine's own ``docker`` driver), both loading the results into the engine's image store:
 
 * ``imgbuild build //... -j J``: the workspace's ``imgbuild.yaml`` and ``BUILD.yaml`` files (each app
-  has ``deps: {BASE_IMAGE: //base}``), one ``docker buildx build --load`` per target;
+  has ``deps: {BASE_IMAGE: //base}``), one ``docker buildx build --load`` per target (on a builder
+  that does not see the engine's images, the base also goes to the apps as an OCI layout, imgbuild's
+  hand-off there);
 * ``docker buildx bake``: a generated ``docker-bake.hcl`` with the base target and one target per app
   that depends on it the bake way (``contexts = { "base-image" = "target:base" }``, the name the
-  app's ``FROM ${BASE_IMAGE}`` resolves to), all with ``output = ["type=docker"]``. Bake has no
-  parallelism limit: it starts every target at once, so ``-j`` defaults to apps + 1 for imgbuild.
+  app's ``FROM ${BASE_IMAGE}`` resolves to), all with ``output = ["type=docker"]`` (on a
+  ``docker-container`` or ``remote`` builder too: buildx then loads each image into the engine, as
+  imgbuild's default does). Bake has no parallelism limit: it starts every target at once, so ``-j``
+  defaults to apps + 1 for imgbuild.
+
+``--layer-cache`` makes both tools export the same layer caches (default ``none``: neither does):
+``local``, a ``type=local`` cache per target in a directory of the bench (imgbuild: a ``backend:
+local`` cache policy; bake: ``cache-from``/``cache-to`` ``type=local,...,mode=min``); ``s3``, on a
+non-docker builder, BuildKit's own S3 cache against ``$IMGBUILD_TEST_S3_ENDPOINT`` in a bucket the
+bench creates (imgbuild: a ``backend: s3`` policy, which is also its target cache; bake: ``type=s3``).
+The caches are wiped before every run, so they are exported, never read: the runs stay cold.
 
 Every measured build is cold: before it, the bench's images are removed, the build cache is wiped
-(``docker buildx prune -af``), so is the workspace's cache directory (imgbuild's target cache and stat
+(``docker buildx prune -af --builder NAME``), so is the workspace's cache directory (imgbuild's target cache and stat
 cache), and a new cache-busting build arg ``BUST`` is written into both tools' files (every ``RUN``
 echoes it; it is also one of imgbuild's target inputs, so its target cache cannot hit). Only
 ``busybox:1.36`` stays in the engine. The tools run alternately (imgbuild, bake, imgbuild, bake,
@@ -39,7 +52,7 @@ both tools.
 
 Needs a Docker engine with buildx (``docker info``; in this repository:
 ``eval "$(scripts/dev-services up)"``) and ``busybox:1.36`` available to it. It touches only images
-named ``imgbench-<random>-...``, plus the builder's cache (``docker buildx prune -af``).
+named ``imgbench-<random>-...``, plus the builder's cache (``docker buildx prune -af --builder NAME``).
 """
 
 from __future__ import annotations
@@ -64,6 +77,9 @@ from imgbuild.statedir import for_workspace
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE_FROM = "busybox:1.36"
 CONTEXT_NAME = "base-image"  # the name an app's FROM ${BASE_IMAGE} resolves to under bake
+S3_ENDPOINT = os.environ.get("IMGBUILD_TEST_S3_ENDPOINT", "http://127.0.0.1:9000")
+S3_REGION = "us-east-1"
+CACHE_DIR = ".bench-cache"  # the layer caches of --layer-cache local (outside every build context)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -77,6 +93,9 @@ class Bench:
     apps: tuple[str, ...]
     sleep: float
     src: Path  # the directory holding the imgbuild package that is measured
+    builder: str = "default"  # the buildx builder both tools use
+    layer_cache: str = "none"  # none, local or s3: the layer caches both tools export
+    bucket: str = ""  # the S3 bucket of --layer-cache s3
 
     def image(self, tool: str, target: str) -> str:
         """The repository name ``tool`` ("ib" or "bake") gives ``target`` ("base" or an app)."""
@@ -86,10 +105,12 @@ class Bench:
         return [f"{self.image(tool, t)}:latest" for t in ("base", *self.apps)]
 
 
-def write_workspace(root: Path, *, prefix: str, n_apps: int, sleep: float, src: Path) -> Bench:
+def write_workspace(root: Path, *, prefix: str, n_apps: int, sleep: float, src: Path, builder: str = "default",
+                    layer_cache: str = "none", bucket: str = "") -> Bench:
     """Write the Dockerfiles and BUILD.yaml files shared by both tools (the BUST files come per run)."""
     apps = tuple(f"app{i:02d}" for i in range(1, n_apps + 1))
-    bench = Bench(root=root, prefix=prefix, apps=apps, sleep=sleep, src=src)
+    bench = Bench(root=root, prefix=prefix, apps=apps, sleep=sleep, src=src, builder=builder,
+                  layer_cache=layer_cache, bucket=bucket)
     (root / "base").mkdir(parents=True)
     (root / "base" / "BUILD.yaml").write_text(
         f"apps:\n  base:\n    image: {bench.image('ib', 'base')}\n")
@@ -111,14 +132,45 @@ def write_workspace(root: Path, *, prefix: str, n_apps: int, sleep: float, src: 
     return bench
 
 
+def imgbuild_cache_policy(bench: Bench, bust: str) -> str:
+    """The ``cache_policies`` entry named ``lc`` of ``--layer-cache`` (empty for ``none``). Each run
+    writes under its own path or prefix, so no run reads what an earlier one exported."""
+    if bench.layer_cache == "local":
+        return f"  lc: {{backend: local, path: {CACHE_DIR}/ib-{bust}, scope: bench, mode: min}}\n"
+    if bench.layer_cache == "s3":
+        return (f"  lc: {{backend: s3, bucket: {bench.bucket}, prefix: ib-{bust}/, endpoint_url: '{S3_ENDPOINT}',"
+                f" region: {S3_REGION}, use_path_style: true, scope: bench, mode: min}}\n")
+    return ""
+
+
+def bake_cache(bench: Bench, bust: str, target: str) -> str:
+    """The ``cache-from``/``cache-to`` lines of a bake target for ``--layer-cache`` (the same caches,
+    mode and scope as imgbuild's policy gives it)."""
+    if bench.layer_cache == "local":
+        ref = f"{bench.root / CACHE_DIR}/bake-{bust}/{target}"
+        src, dest = f"type=local,src={ref}", f"type=local,dest={ref}"
+    elif bench.layer_cache == "s3":
+        ref = (f"type=s3,region={S3_REGION},bucket={bench.bucket},prefix=bake-{bust}/,name={target}-bench,"
+               f"endpoint_url={S3_ENDPOINT},use_path_style=true")
+        src, dest = ref, ref
+    else:
+        return ""
+    q = json.dumps
+    return (f"  cache-from = [{q(src)}]\n"
+            f"  cache-to   = [{q(dest + ',mode=min,ignore-error=true')}]\n")
+
+
 def write_run_files(bench: Bench, bust: str) -> None:
     """The files that change every run: the workspace file and the bake file, both carrying ``bust``."""
+    policy = imgbuild_cache_policy(bench, bust)
     (bench.root / "imgbuild.yaml").write_text(
         "version: 1\n"
         f"concurrency: {len(bench.apps) + 1}\n"
-        "defaults:\n"
+        + (f"cache_policies:\n{policy}" if policy else "")
+        + "defaults:\n"
         "  tags: [latest]\n"
-        f"  build_args:\n    BUST: {json.dumps(bust)}\n")
+        + ("  cache: lc\n" if policy else "")
+        + f"  build_args:\n    BUST: {json.dumps(bust)}\n")
     q = json.dumps  # an HCL string literal is a JSON string here (no "${" inside)
     names = ["base", *bench.apps]
     blocks = [f"group \"default\" {{\n  targets = [{', '.join(q(n) for n in names)}]\n}}\n",
@@ -128,6 +180,7 @@ def write_run_files(bench: Bench, bust: str) -> None:
               f"  args       = {{ BUST = {q(bust)} }}\n"
               f"  tags       = [{q(bench.image('bake', 'base') + ':latest')}]\n"
               f"  output     = [\"type=docker\"]\n"
+              + bake_cache(bench, bust, "base") +
               f"}}\n"]
     for app in bench.apps:
         blocks.append(
@@ -138,6 +191,7 @@ def write_run_files(bench: Bench, bust: str) -> None:
             f"  args       = {{ BASE_IMAGE = {q(CONTEXT_NAME)}, BUST = {q(bust)} }}\n"
             f"  tags       = [{q(bench.image('bake', app) + ':latest')}]\n"
             f"  output     = [\"type=docker\"]\n"
+            + bake_cache(bench, bust, app) +
             f"}}\n")
     (bench.root / "docker-bake.hcl").write_text("\n".join(blocks))
 
@@ -164,9 +218,10 @@ def remove_images(prefix: str) -> None:
 def make_cold(bench: Bench, bust: str) -> None:
     """No image, no build cache, no imgbuild state and a new BUST: nothing the next build could reuse."""
     remove_images(bench.prefix)
-    docker("buildx", "prune", "-af")
+    docker("buildx", "prune", "-af", "--builder", bench.builder)
     shutil.rmtree(for_workspace(bench.root).cache, ignore_errors=True)  # imgbuild's target cache, stat cache, logs
     shutil.rmtree(bench.root / ".imgbuild", ignore_errors=True)  # where a --rev older than statedir.py keeps them
+    shutil.rmtree(bench.root / CACHE_DIR, ignore_errors=True)  # --layer-cache local (s3: a new prefix per run)
     write_run_files(bench, bust)
 
 
@@ -240,13 +295,13 @@ def run_imgbuild(bench: Bench, jobs: int, logs: Path, n: int) -> Timing:
     src = str(bench.src)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
     argv = [sys.executable, "-m", "imgbuild", "build", "//...", "-j", str(jobs), "--progress", "plain",
-            "--json", str(report)]
+            "--builder", bench.builder, "--json", str(report)]
     wall, cpu = run_logged(argv, cwd=bench.root, log=logs / f"imgbuild-{n}.log", env=env)
     return Timing("imgbuild", wall, json.loads(report.read_text()), cpu)
 
 
 def run_bake(bench: Bench, jobs: int, logs: Path, n: int) -> Timing:
-    argv = ["docker", "buildx", "bake", "--file", "docker-bake.hcl", "--progress", "plain"]
+    argv = ["docker", "buildx", "bake", "--builder", bench.builder, "--file", "docker-bake.hcl", "--progress", "plain"]
     wall, cpu = run_logged(argv, cwd=bench.root, log=logs / f"bake-{n}.log")
     return Timing("bake", wall, cpu=cpu)
 
@@ -291,6 +346,43 @@ def measure(bench: Bench, tool: str, *, jobs: int, logs: Path, n: int, check_app
 
 # ---------------------------------------------------------------------------------------------------
 # Reporting
+
+
+def builder_driver(name: str) -> str:
+    """The driver of buildx builder ``name`` (``docker buildx inspect --bootstrap``); exits when unusable."""
+    out = docker("buildx", "inspect", "--bootstrap", name, check=False)
+    for line in out.stdout.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "Driver":
+            return value.strip()
+    sys.exit(f"bench: buildx builder {name!r} is not usable (see `docker buildx ls`): "
+             f"{(out.stderr or out.stdout).strip()[:300]}")
+
+
+def s3_client() -> Any:
+    import boto3  # imgbuild's own dependency: the bench runs in its environment
+
+    return boto3.client("s3", endpoint_url=S3_ENDPOINT, region_name=S3_REGION)
+
+
+def create_bucket(name: str) -> None:
+    """A new bucket on the test S3 server (credentials from the environment: AWS_ACCESS_KEY_ID, ...)."""
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    s3_client().create_bucket(Bucket=name)
+
+
+def delete_bucket(name: str) -> None:
+    """Empty and delete the bench's bucket (best effort: a left bucket costs the S3 server's disk only)."""
+    try:
+        client = s3_client()
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", ())]
+            for i in range(0, len(keys), 1000):
+                client.delete_objects(Bucket=name, Delete={"Objects": keys[i:i + 1000]})
+        client.delete_bucket(Bucket=name)
+    except Exception as exc:  # noqa: BLE001 - clean-up only
+        print(f"bench: could not delete bucket {name}: {exc}")
 
 
 def load() -> str:
@@ -349,6 +441,12 @@ def main() -> None:
                     help="imgbuild -j (default: apps + 1, i.e. all at once, as bake builds)")
     ap.add_argument("--apps", type=int, default=8, help="apps built FROM the base (default: 8)")
     ap.add_argument("--sleep", type=float, default=2.0, help="seconds each RUN step sleeps (default: 2)")
+    ap.add_argument("--builder", default="default",
+                    help="the buildx builder both tools build on (default: default, the engine's docker driver; "
+                         "here also imgbuild-container and imgbuild-remote)")
+    ap.add_argument("--layer-cache", choices=("none", "local", "s3"), default="none",
+                    help="layer caches both tools export: none, type=local, or BuildKit's own S3 cache "
+                         "(s3: not on the docker driver) (default: none)")
     ap.add_argument("--rev", metavar="REV",
                     help="measure imgbuild as committed at REV (e.g. HEAD) instead of the work tree")
     ap.add_argument("--retries", type=int, default=2,
@@ -365,17 +463,27 @@ def main() -> None:
     if docker("info", "--format", "{{.ServerVersion}}", check=False).returncode != 0:
         sys.exit('bench: no Docker engine (in this repository: eval "$(scripts/dev-services up)")')
     bx = docker("buildx", "version").stdout.strip()
+    driver = builder_driver(args.builder)
+    if args.layer_cache == "s3" and driver == "docker":
+        ap.error(f"--layer-cache s3 needs a builder whose BuildKit has an S3 cache; {args.builder!r} has the "
+                 "docker driver (try --builder imgbuild-container)")
     print(f"engine {docker('info', '--format', '{{.ServerVersion}}').stdout.strip()}, {bx}; "
           f"{os.cpu_count()} CPUs, {load()}")
 
     tmp = Path(tempfile.mkdtemp(prefix="imgbench-"))
     prefix = f"imgbench-{secrets.token_hex(3)}"
+    bucket = prefix if args.layer_cache == "s3" else ""
+    if bucket:
+        create_bucket(bucket)
     src = export_rev(args.rev, tmp / "src") if args.rev else REPO
-    bench = write_workspace(tmp / "ws", prefix=prefix, n_apps=args.apps, sleep=args.sleep, src=src)
+    bench = write_workspace(tmp / "ws", prefix=prefix, n_apps=args.apps, sleep=args.sleep, src=src,
+                            builder=args.builder, layer_cache=args.layer_cache, bucket=bucket)
     logs = tmp / "logs"
     logs.mkdir()
     print(f"workspace {bench.root}: base + {args.apps} apps, RUN sleep {args.sleep:g}; imgbuild -j {jobs}; "
           f"images {prefix}-*")
+    print(f"builder {args.builder} ({driver} driver) for both tools; layer caches: {args.layer_cache}"
+          + (f" (bucket {bucket} at {S3_ENDPOINT})" if bucket else ""))
     print(f"imgbuild from {src}" + (f" (git archive {args.rev})" if args.rev else ""))
     try:
         # Untimed: each tool once, checked, so a broken setup fails here rather than timing nothing.
@@ -395,6 +503,8 @@ def main() -> None:
         print(load())
     finally:
         remove_images(prefix)
+        if bucket:
+            delete_bucket(bucket)
         if args.keep:
             print(f"kept {tmp}")
         else:
