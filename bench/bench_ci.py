@@ -262,7 +262,7 @@ def main() -> None:
     ap.add_argument("--deps-kb", type=int, default=256, help="KiB each app's dependency step writes (default: 256)")
     ap.add_argument("--rev", metavar="REV", help="measure imgbuild as committed at REV instead of the work tree")
     ap.add_argument("--retries", type=int, default=2, help="a failed or wrong run is done again this often (default: 2)")
-    ap.add_argument("--keep", action="store_true", help="keep the workspace and logs (the path is printed)")
+    ap.add_argument("--keep", action="store_true", help="keep the workspace, logs and bucket (printed)")
     args = ap.parse_args()
     if args.targets < 2 or args.runs < 1 or args.jobs < 1 or args.retries < 0:
         ap.error("--targets must be at least 2, --runs and -j at least 1, --retries at least 0")
@@ -321,10 +321,10 @@ def main() -> None:
         print(load())
     finally:
         remove_engine_images(prefix)
-        delete_bucket(ws.bucket)
         if args.keep:
-            print(f"kept {tmp}")
+            print(f"kept {tmp} and the bucket {ws.bucket}")
         else:
+            delete_bucket(ws.bucket)
             shutil.rmtree(tmp, ignore_errors=True)
 
 
