@@ -68,7 +68,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ class Bench:
     sleep: float
     src: Path  # the directory holding the imgbuild package that is measured
     builder: str = "default"  # the buildx builder both tools use
+    imgbuild_args: tuple[str, ...] = ()  # more arguments for `imgbuild build` (--imgbuild-arg), for profiling
     layer_cache: str = "none"  # none, local or s3: the layer caches both tools export
     bucket: str = ""  # the S3 bucket of --layer-cache s3
 
@@ -295,7 +296,7 @@ def run_imgbuild(bench: Bench, jobs: int, logs: Path, n: int) -> Timing:
     src = str(bench.src)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")])))
     argv = [sys.executable, "-m", "imgbuild", "build", "//...", "-j", str(jobs), "--progress", "plain",
-            "--builder", bench.builder, "--json", str(report)]
+            "--builder", bench.builder, "--json", str(report), *bench.imgbuild_args]
     wall, cpu = run_logged(argv, cwd=bench.root, log=logs / f"imgbuild-{n}.log", env=env)
     return Timing("imgbuild", wall, json.loads(report.read_text()), cpu)
 
@@ -447,6 +448,9 @@ def main() -> None:
     ap.add_argument("--layer-cache", choices=("none", "local", "s3"), default="none",
                     help="layer caches both tools export: none, type=local, or BuildKit's own S3 cache "
                          "(s3: not on the docker driver) (default: none)")
+    ap.add_argument("--imgbuild-arg", action="append", default=[], metavar="ARG",
+                    help="one more argument for `imgbuild build` (repeatable), to see where its time goes: "
+                         "e.g. --imgbuild-arg=--cache-read-only leaves its target cache unwritten")
     ap.add_argument("--rev", metavar="REV",
                     help="measure imgbuild as committed at REV (e.g. HEAD) instead of the work tree")
     ap.add_argument("--retries", type=int, default=2,
@@ -478,12 +482,14 @@ def main() -> None:
     src = export_rev(args.rev, tmp / "src") if args.rev else REPO
     bench = write_workspace(tmp / "ws", prefix=prefix, n_apps=args.apps, sleep=args.sleep, src=src,
                             builder=args.builder, layer_cache=args.layer_cache, bucket=bucket)
+    bench = replace(bench, imgbuild_args=tuple(args.imgbuild_arg))
     logs = tmp / "logs"
     logs.mkdir()
     print(f"workspace {bench.root}: base + {args.apps} apps, RUN sleep {args.sleep:g}; imgbuild -j {jobs}; "
           f"images {prefix}-*")
     print(f"builder {args.builder} ({driver} driver) for both tools; layer caches: {args.layer_cache}"
-          + (f" (bucket {bucket} at {S3_ENDPOINT})" if bucket else ""))
+          + (f" (bucket {bucket} at {S3_ENDPOINT})" if bucket else "")
+          + (f"; imgbuild build also gets {' '.join(args.imgbuild_arg)}" if args.imgbuild_arg else ""))
     print(f"imgbuild from {src}" + (f" (git archive {args.rev})" if args.rev else ""))
     try:
         # Untimed: each tool once, checked, so a broken setup fails here rather than timing nothing.
