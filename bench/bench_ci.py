@@ -27,8 +27,9 @@ Each run, for each tool (the order alternates between runs):
    both tools meet the same one;
 2. one app's ``main.txt`` changes (a new line; committed; the app changes from run to run);
 3. fresh runner: the bench's images are removed from the engine, the builder's cache is pruned
-   (``docker buildx prune -af --builder B``) and imgbuild's state directory is deleted (``.imgbuild/``
-   in the workspace, and ``$IMGBUILD_STATE_DIR``, which the bench points at a directory of its own);
+   (``docker buildx prune -af --builder B``) and imgbuild's state directory is deleted
+   (``$IMGBUILD_STATE_DIR``, which the bench points at a directory of its own; and ``.imgbuild/`` in the
+   workspace, where a ``--rev`` from before imgbuild/statedir.py keeps it);
 4. timed: the tool builds and pushes all N targets again (wall-clock time of the whole command), then
    the bench checks through the registry's API that every target's tag is there and that the changed
    app's digest is new (the build was real). A run that fails either way is shown as DISCARDED and
