@@ -165,7 +165,8 @@ def change_app(ws: Workspace, app: str) -> None:
 
 def remove_engine_images(prefix: str) -> None:
     """Every engine image whose reference holds ``prefix`` (the tools' pushes may leave some, by tag or name)."""
-    refs = [r for r in docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}").stdout.split() if prefix in r]
+    listed = docker("image", "ls", "--format", "{{.Repository}}:{{.Tag}}", check=False)  # a shared engine may hiccup
+    refs = [r for r in listed.stdout.split() if prefix in r]
     if refs:
         docker("image", "rm", "--force", *refs, check=False)
 
