@@ -17,6 +17,15 @@ from tests.integration.test_push import REGISTRY, registry_digest, report, works
 pytestmark = pytest.mark.usefixtures("engine")
 
 
+def pulled_files(ref: str, *paths: str) -> str:
+    """The files, as an image the registry holds has them (pulled, run, removed again)."""
+    docker("pull", "-q", ref)
+    try:
+        return docker("run", "--rm", ref, "cat", *paths)
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", ref], capture_output=True)
+
+
 def test_no_load_pushes_what_the_engine_never_held(tmp_path: Path, prefix: str, outside_builder: str) -> None:
     root = workspace(tmp_path / "ws", prefix)
     for _ in range(2):  # built, then cached: both push from the OCI layouts, not from the engine
@@ -29,12 +38,7 @@ def test_no_load_pushes_what_the_engine_never_held(tmp_path: Path, prefix: str, 
         assert api["pushed"] == [f"{REGISTRY}/{prefix}/api@{api['image_id']}"]
         assert docker("image", "ls", "-q", "--filter", f"reference=*{prefix}*").strip() == ""
     # What the registry holds is the dependant built on its dependency.
-    pulled = f"{REGISTRY}/{prefix}/api:v1"
-    docker("pull", "-q", pulled)
-    try:
-        assert docker("run", "--rm", pulled, "cat", "/base.txt", "/app.txt") == "base\nv1\n"
-    finally:
-        subprocess.run(["docker", "image", "rm", "-f", pulled], capture_output=True)
+    assert pulled_files(f"{REGISTRY}/{prefix}/api:v1", "/base.txt", "/app.txt") == "base\nv1\n"
 
 
 def test_load_false_in_the_spec_keeps_one_target_out_of_the_engine(tmp_path: Path, prefix: str,
@@ -86,12 +90,7 @@ def test_fresh_runner_push_fetches_only_what_a_build_needs(tmp_path: Path, prefi
     api = rep["//api:api"]["image_id"]
     assert registry_digest(f"{prefix}/api", "v1") == api != first["//api:api"]["image_id"]
     assert docker("image", "ls", "-q", "--filter", f"reference=*{prefix}*").strip() == ""
-    pulled = f"{REGISTRY}/{prefix}/api:v1"
-    docker("pull", "-q", pulled)
-    try:
-        assert docker("run", "--rm", pulled, "cat", "/base.txt", "/app.txt") == "base\nv2\n"
-    finally:
-        subprocess.run(["docker", "image", "rm", "-f", pulled], capture_output=True)
+    assert pulled_files(f"{REGISTRY}/{prefix}/api:v1", "/base.txt", "/app.txt") == "base\nv2\n"
 
 
 @pytest.fixture
