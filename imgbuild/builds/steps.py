@@ -21,6 +21,10 @@ from pathlib import Path
 _VERTEX = re.compile(r"^#(\d+) (.*)$")
 _STEP = re.compile(r"^\[(?P<prefix>[^\]]*?) ?(?P<index>\d+)/(?P<total>\d+)\] (?P<text>.+)$")
 _NO_CACHE_FILTER = re.compile(r" --no-cache-filter (\S+)")
+# A step whose result a builder imports from a remote layer cache (BuildKit's S3 cache on a pruned builder)
+# is not printed CACHED: its lines are the cached layer's download, and it ends DONE without running.
+_PULLED = re.compile(r"^(extracting )?sha256:[0-9a-f]{64}\b")
+_OUTPUT = re.compile(r"^[0-9]+\.[0-9]+ ")  # what a step that runs prints, time-stamped
 _END = re.compile(r"^(CACHED|DONE(?: [0-9.]+s)?|ERROR(?::.*)?|CANCELED(?: .*)?)$")
 
 STATUSES = ("cached", "ran", "failed", "cancelled", "unfinished")
@@ -60,6 +64,8 @@ def parse(text: str) -> BuildLog:
     header = next((ln for ln in lines[:start + 1] if ln.startswith("# //") and " docker " in ln), "")
     names: dict[int, str] = {}
     ends: dict[int, str] = {}
+    pulled: set[int] = set()
+    output: set[int] = set()
     for line in lines[start:]:
         m = _VERTEX.match(line)
         if not m:
@@ -69,6 +75,10 @@ def parse(text: str) -> BuildLog:
             names[vertex] = rest
         elif _END.match(rest):
             ends[vertex] = rest
+        elif _PULLED.match(rest):
+            pulled.add(vertex)
+        elif _OUTPUT.match(rest):
+            output.add(vertex)
     steps: dict[tuple[str | None, int], LoggedStep] = {}
     bases: list[str] = []
     import_errors: list[str] = []
@@ -89,7 +99,8 @@ def parse(text: str) -> BuildLog:
         # A multi-platform build prefixes each step with its platform (``[linux/arm64 deps 2/4]``).
         stage = next((w for w in m.group("prefix").split() if "/" not in w), None)
         step = LoggedStep(stage=stage, index=int(m.group("index")), total=int(m.group("total")), text=text,
-                          status=_status(end))
+                          status="cached" if end.startswith("DONE") and vertex in pulled and vertex not in output
+                          else _status(end))
         key = (stage, step.index)
         previous = steps.get(key)
         # Per platform the same step may be cached on one and run on another: the worse one counts.

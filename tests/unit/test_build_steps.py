@@ -109,3 +109,25 @@ def test_garbage_is_no_step() -> None:
     assert parse("#x [1/2] RUN\n#3 [internal] load build context\n#4 exporting to image\n#4 DONE 0.1s\n"
                  "random text\n#3 DONE\n").steps == ()
     assert read(DATA / "nonexistent.log") is None
+
+
+def test_a_step_imported_from_a_remote_layer_cache_counts_as_cached() -> None:
+    """On a pruned docker-container or remote builder, BuildKit's S3 cache hands back the install step's layer:
+    the log shows its download and DONE, not CACHED (seen on the remote builder, BuildKit 0.17). A step
+    that really runs prints time-stamped output instead."""
+    hexes = [c * 64 for c in "abcd"]
+    log = parse("\n".join([
+        "#0 building with \"imgbuild-remote\" instance using remote driver",
+        "#7 [2/5] WORKDIR /app", "#7 CACHED",
+        "#9 [3/5] RUN sleep 3 && echo installed > /app/vendor.txt",
+        f"#9 sha256:{hexes[0]} 167B / 167B 0.0s done",
+        f"#9 sha256:{hexes[1]} 1.07MB / 1.07MB 0.0s done",
+        f"#9 extracting sha256:{hexes[1]} 0.1s done",
+        "#9 DONE 0.1s",
+        "#10 [4/5] RUN cat main.txt && cp main.txt /app/",
+        "#10 0.112 v2",
+        "#10 DONE 0.2s",
+        "#11 [5/5] COPY . .", "#11 DONE 0.0s",
+    ]))
+    assert {s.text.split()[0] + str(s.index): s.status for s in log.steps} == {
+        "WORKDIR2": "cached", "RUN3": "cached", "RUN4": "ran", "COPY5": "ran"}
