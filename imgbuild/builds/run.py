@@ -12,6 +12,7 @@ import hashlib
 import os
 import secrets
 import shlex
+import shutil
 import tempfile
 import threading
 import time
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Callable
 
 from imgbuild.builds import metadata
 from imgbuild.builds.executor import BuildError, BuildInterrupted, Executor, command
-from imgbuild.builds.handoff import OciLayouts, link_or_copy, top_digest
+from imgbuild.builds.handoff import OciLayouts
 from imgbuild.builds.progress import Progress
 from imgbuild.builds.request import BuildRequest, local_tag, plan_request
 from imgbuild.builds.results import RunResult, TargetResult
@@ -231,33 +232,6 @@ def execute(
     # The targets a dependant in this run builds FROM: with layouts, only these need theirs on disk.
     feeds = {str(d) for s in plan.steps for d in s.deps}
 
-    def layout_of(target: Target, entry: CacheEntry, in_engine: bool) -> tuple[str | None, bool]:
-        """The entry's image as an OCI layout: its digest (None if it cannot be had) and whether it had to
-        be downloaded from the cache store."""
-        assert cache is not None and layouts is not None
-        digest = top_digest(entry.oci_index)
-        if layouts.get(digest) is not None:
-            return digest, False
-        blobs = [b.digest for b in entry.blobs]
-        local = cache.local_blob_dir(target)
-        if local is not None and all((local / b.split(":", 1)[1]).is_file() for b in blobs):
-            return layouts.assemble(entry.oci_index, blobs, lambda d, dest: link_or_copy(
-                local / d.split(":", 1)[1], dest)), False
-        if in_engine:
-            import tempfile
-
-            try:
-                with tempfile.TemporaryDirectory(prefix="imgbuild-save-", dir=layouts.root) as tmp:
-                    saved = images.save(entry.image_id, Path(tmp))
-                    found = layouts.assemble(saved.index_json, [d for d, _, _ in saved.blobs],
-                                             lambda d, dest: link_or_copy(saved.blob_dir / d.split(":", 1)[1], dest))
-                if found is not None:
-                    return found, False
-            except Exception:  # noqa: BLE001 - the store below is the other source
-                pass
-        store = cache.store_for(target)
-        return layouts.assemble(entry.oci_index, blobs, store.get_blob), True
-
     def from_cache(target: Target, key: str, tags: tuple[str, ...]) -> Built | None:
         assert cache is not None
         label = str(target.label)
@@ -269,7 +243,7 @@ def execute(
         status = "cached"
         layout = None
         if layouts is not None and label in feeds:
-            layout, fetched = layout_of(target, entry, existing is not None)
+            layout, fetched = cache.layout(target, entry, layouts, images, in_engine=existing is not None)
             if layout is None:
                 return None  # the guard has warned: rebuild it
             status = "restored" if fetched else status
@@ -327,8 +301,6 @@ def execute(
                 layout = layouts.adopt(out) if layouts is not None and out is not None else None
             finally:
                 if out is not None and out.exists():
-                    import shutil
-
                     shutil.rmtree(out, ignore_errors=True)
                 log.flush()
                 found = step_report(target, path, inputs[job.key] if inputs else None, before)
@@ -384,8 +356,6 @@ def execute(
 
 def _load_layout(images: ImageStore, layouts: OciLayouts, digest: str, index_json: str, ref: str) -> bool:
     """Load an image the run already has as an OCI layout into the engine, as ``ref`` (no second download)."""
-    import tempfile
-
     path = layouts.get(digest)
     if path is None:
         return False

@@ -302,7 +302,7 @@ def _layout_from_cache(cache: TargetCache, layouts: OciLayouts, target: Target, 
     entry = cache.lookup(target, key)
     if entry is None:
         return None
-    digest = layouts.assemble(entry.oci_index, [b.digest for b in entry.blobs], cache.store_for(target).get_blob)
+    digest, _ = cache.layout(target, entry, layouts, cache.images, in_engine=False)
     return layouts.get(digest) if digest is not None else None
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Protocol
 
+from imgbuild.builds.handoff import OciLayouts, link_or_copy, top_digest
 from imgbuild.builds.images import SavedImage, read_layout
 from imgbuild.cache.entry import Blob, CacheEntry
 from imgbuild.cache.local import LocalStore
@@ -169,6 +170,31 @@ class TargetCache:
         """Where the target's store keeps its blobs on this machine (a local store); None for a remote one."""
         backend = getattr(self.store_for(target), "store", None)
         return backend.blob_dir if isinstance(backend, LocalStore) else None
+
+    def layout(self, target: Target, entry: CacheEntry, layouts: OciLayouts, images: ImageStore, *,
+               in_engine: bool) -> tuple[str | None, bool]:
+        """The entry's image as an OCI layout in ``layouts`` (for builders that do not see the engine): its
+        digest (None, the guard having warned, when it cannot be had) and whether it was downloaded from the
+        store. Cheapest first: a layout already there, this machine's store (hard links), the engine."""
+        digest = top_digest(entry.oci_index)
+        if layouts.get(digest) is not None:
+            return digest, False
+        blobs = [b.digest for b in entry.blobs]
+        local = self.local_blob_dir(target)
+        if local is not None and all((local / b.split(":", 1)[1]).is_file() for b in blobs):
+            return layouts.assemble(entry.oci_index, blobs, lambda d, dest: link_or_copy(
+                local / d.split(":", 1)[1], dest)), False
+        if in_engine:
+            try:
+                with tempfile.TemporaryDirectory(prefix="imgbuild-save-", dir=layouts.root) as tmp:
+                    saved = images.save(entry.image_id, Path(tmp))
+                    found = layouts.assemble(saved.index_json, [d for d, _, _ in saved.blobs],
+                                             lambda d, dest: link_or_copy(saved.blob_dir / d.split(":", 1)[1], dest))
+                if found is not None:
+                    return found, False
+            except Exception:  # noqa: BLE001 - the store below is the other source
+                pass
+        return layouts.assemble(entry.oci_index, blobs, self.store_for(target).get_blob), True
 
     def previous(self, target: Target) -> CacheEntry | None:
         """The newest entry of the same target (for explaining a rebuild), if any."""
