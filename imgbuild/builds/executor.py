@@ -129,10 +129,13 @@ class BuildxExecutor:
                 meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
             finally:
                 meta_path.unlink(missing_ok=True)
+        return self.output(request, meta)
+
+    def output(self, request: BuildRequest, meta: dict[str, Any]) -> BuildOutput:
+        """What a finished build of ``request`` made, from buildx's metadata for it and the engine."""
         digest = meta.get("containerimage.digest")
-        image_id = self._image_id(request, digest)
         return BuildOutput(
-            image_id=image_id,
+            image_id=self._image_id(request, digest),
             digest=digest,
             config_digest=meta.get("containerimage.config.digest"),
             metadata=json.dumps(meta, sort_keys=True, separators=(",", ":")),

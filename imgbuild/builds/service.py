@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 from imgbuild import git as gitinfo
 from imgbuild import statedir
 from imgbuild.builds import builders
+from imgbuild.builds.bake import BakeExecutor
 from imgbuild.builds.executor import BuildxExecutor
 from imgbuild.builds.handoff import OciLayouts
 from imgbuild.builds.images import Images
@@ -90,7 +91,7 @@ def run_plan(settings: BuildSettings, graph: TargetGraph, plan: Plan, current: s
     now = datetime.now(timezone.utc)
     layers, options = _run_options(settings, graph, plan, git=git, environ=environ, now=now, current=current)
     inputs = compute_inputs(graph, plan, environ, extra=layers.period)
-    executor = BuildxExecutor()
+    executor = _executor(plan, options)
     images = TrustingImages(ws.state.engine_trust, environ)
     stop = threading.Event()
     progress = _progress(settings.progress, len(plan.steps))
@@ -128,6 +129,15 @@ def run_plan(settings: BuildSettings, graph: TargetGraph, plan: Plan, current: s
         _journal(journal, result, graph, ws, git=git, records=records, warned=progress.warnings > 0, layers=layers,
                  images=in_engine)
     return result
+
+
+def _executor(plan: Plan, options: BuildOptions) -> BuildxExecutor | BakeExecutor:
+    """On the ``docker`` driver, leaves that start together are built by one bake (:mod:`imgbuild.builds.bake`)."""
+    single = BuildxExecutor()
+    if options.layouts is not None:
+        return single  # the other builders take dependencies as layouts, one build each
+    feeds = {str(d) for s in plan.steps for d in s.deps}
+    return BakeExecutor(single, leaves=frozenset(str(s.target.label) for s in plan.steps) - feeds)
 
 
 def _engine_refs(result: RunResult, graph: TargetGraph, loads: Callable[[str], bool]) -> dict[str, str]:
