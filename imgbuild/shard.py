@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 
-import networkx as nx
 
 from imgbuild.errors import ImgbuildError, LabelError
 from imgbuild.graph import TargetGraph
@@ -38,7 +37,7 @@ def components(graph: TargetGraph, labels: set[Label]) -> list[tuple[Label, ...]
 
     Each group is in build order; groups are largest first, ties broken by their smallest label.
     """
-    unknown = sorted(lb for lb in labels if lb not in graph.graph)
+    unknown = sorted(lb for lb in labels if lb not in graph)
     if unknown:
         raise LabelError(f"no target {unknown[0]}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""))
     closure = graph.with_deps(labels)
@@ -46,7 +45,7 @@ def components(graph: TargetGraph, labels: set[Label]) -> list[tuple[Label, ...]
     # labels still puts them in the right order.
     position = {lb: i for i, lb in enumerate(graph.order(closure))}
     groups = [tuple(sorted(labels.intersection(comp), key=position.__getitem__))
-              for comp in nx.weakly_connected_components(graph.graph.subgraph(closure))]
+              for comp in graph.components(closure)]
     # Every dependency in the closure hangs under a selected label, so no group is empty.
     return sorted(groups, key=lambda g: (-len(g), min(g)))
 
