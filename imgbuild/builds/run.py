@@ -20,9 +20,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Mapping
 
 from imgbuild.builds import metadata
+from imgbuild.builds.actions import Action, Build, Cached, Restore, decide
 from imgbuild.builds.executor import BuildError, BuildInterrupted, Executor, command
 from imgbuild.builds.handoff import OciLayouts
 from imgbuild.builds.progress import Progress
@@ -39,7 +40,6 @@ from imgbuild.tags import TagContext, render
 
 if TYPE_CHECKING:
     from imgbuild.builds.layers import LayerCaches
-    from imgbuild.cache.entry import CacheEntry
     from imgbuild.cache.targets import ImageStore, TargetCache
     from imgbuild.digest import Inputs
     from imgbuild.stepwhy import StepReport
@@ -146,26 +146,38 @@ def build_request(target: Target, ws: Workspace, *, dep_refs: dict[str, str], ta
 
 
 def dry_run(plan: Plan, ws: Workspace, *, git: GitInfo, environ: dict[str, str], options: BuildOptions,
-            layers: LayerCaches | None, now: datetime, run_id: str | None = None) -> list[tuple[Target, list[str]]]:
-    """Each step's command as ``execute`` would run it if every target were built; runs and writes nothing.
+            layers: LayerCaches | None, now: datetime, run_id: str | None = None,
+            actions: Mapping[str, Action] | None = None) -> list[tuple[Target, Action, list[str] | None]]:
+    """Each target's action (every target built when ``actions`` is None) and, for a build, the command
+    ``execute`` would run; runs and writes nothing.
 
-    A dependency's image exists only once it is built: ``<image of //LABEL>`` (and on builders that do not
-    see the engine's images, ``<layout of //LABEL>``) stands where it goes.
+    A dependency built in the run exists only once it is built: ``<image of //LABEL>`` (and on builders that do
+    not see the engine's images, ``<layout of //LABEL>``) stands where it goes. A dependency taken from the cache
+    is named by the exact tag the run gives it.
     """
     run_id = run_id or new_run_id()
     ctx = TagContext(git=git, now=now, environ=environ)
     layouts = options.layouts
-    commands = []
+    chosen = actions or {}
+    out: list[tuple[Target, Action, list[str] | None]] = []
     for step in plan.steps:
         t = step.target
+        action = chosen.get(str(t.label), Build(reason="no entry"))
+        if not isinstance(action, Build):
+            out.append((t, action, None))
+            continue
+        dep_refs = {}
+        for arg, dep in t.deps:
+            dep_action = chosen.get(str(dep))
+            dep_refs[arg] = (local_tag(ws.targets[dep], dep_action.entry.image_id)
+                             if dep_action is not None and not isinstance(dep_action, Build) else f"<image of {dep}>")
         dep_layouts = ({arg: f"oci-layout://<layout of {dep}>" for arg, dep in t.deps}
                        if layouts is not None else None)
-        request = build_request(t, ws, dep_refs={arg: f"<image of {dep}>" for arg, dep in t.deps},
-                                dep_layouts=dep_layouts, tags=local_tags(t, ctx), run_id=run_id, git=git,
-                                environ=environ, created=now, options=options, layers=layers,
+        request = build_request(t, ws, dep_refs=dep_refs, dep_layouts=dep_layouts, tags=local_tags(t, ctx),
+                                run_id=run_id, git=git, environ=environ, created=now, options=options, layers=layers,
                                 out=output_dir(layouts, t, run_id) if layouts is not None else None, fetch=False)
-        commands.append((t, command(request)))
-    return commands
+        out.append((t, action, command(request)))
+    return out
 
 
 def new_run_id() -> str:
@@ -189,11 +201,14 @@ def execute(
     after_build: Callable[[Target, Built], None] | None = None,
     layers: LayerCaches | None = None,
     now: datetime | None = None,
+    actions: Mapping[str, Action] | None = None,
 ) -> RunResult:
     """Build every step of ``plan``, dependencies first, at most ``options.parallelism`` at once.
 
     ``inputs`` (label -> input digest) and ``cache`` enable the target cache; without them every
-    target is built. ``after_build`` runs in the target's job once its image is ready (built, cached
+    target is built. ``actions`` (:func:`imgbuild.builds.actions.decide`, computed here when not given)
+    say which targets are taken from the cache; the jobs carry them out, and build a target whose image
+    cannot be had after all. ``after_build`` runs in the target's job once its image is ready (built, cached
     or restored); raising there fails the target and so skips its dependants.
     """
     started_at = now or datetime.now(timezone.utc)
@@ -222,24 +237,24 @@ def execute(
         return build_request(target, ws, dep_refs=dep_refs, dep_layouts=dep_layouts, tags=tags, run_id=run_id,
                              git=git, environ=environ, created=started_at, options=options, layers=layers, out=out)
 
-    # Look every target up before scheduling: keys are known (they derive from inputs, not from
-    # images), lookups run in parallel, and one engine call then says which cached images are here.
-    hits = _lookups(plan, cache, inputs, options) if cache is not None and inputs is not None else {}
-    on_engine = images.inspect_many([e.image_id for e in hits.values()])
-    if check_engine is not None and len(hits) < len(plan.steps):
+    if actions is None:
+        actions = (decide(plan, {label: i.key() for label, i in inputs.items()}, cache=cache, images=images,
+                          rebuild=options.rebuild, no_cache=options.no_cache, layouts=options.layouts,
+                          load=options.load)
+                   if cache is not None and inputs is not None else {})
+    if check_engine is not None and any(not isinstance(actions.get(label), (Cached, Restore)) for label in targets):
         check_engine()  # something will be built: no engine or no buildx is exit 3 now, not a failed target
     layouts = options.layouts
     # The targets a dependant in this run builds FROM: with layouts, only these need theirs on disk.
     feeds = {str(d) for s in plan.steps for d in s.deps}
 
-    def from_cache(target: Target, key: str, tags: tuple[str, ...]) -> Built | None:
+    def from_cache(target: Target, action: Cached | Restore, tags: tuple[str, ...]) -> Built | None:
+        """Carry out a cached or restore action; None (a warning said why) when the image cannot be had."""
         assert cache is not None
         label = str(target.label)
-        entry = hits.get(label)
-        if entry is None or entry.key != key:
-            return None
+        entry = action.entry
         ref = local_tag(target, entry.image_id)
-        existing = on_engine.get(entry.image_id)
+        existing = action.engine_tags if isinstance(action, Cached) and action.in_engine else None
         status = "cached"
         layout = None
         if layouts is not None and label in feeds:
@@ -253,6 +268,7 @@ def execute(
         if existing is None:
             if layout is not None and layouts is not None:
                 if not _load_layout(images, layouts, layout, entry.oci_index, ref):
+                    progress.warn(f"loading {label} from its OCI layout failed; building it instead")
                     return None
             elif not cache.restore(target, entry, ref):
                 return None
@@ -266,8 +282,9 @@ def execute(
         target = targets[job.key]
         tags = local_tags(target, tag_context(job.key))
         key = inputs[job.key].key() if inputs else None
-        if cache is not None and key is not None and job.key not in options.rebuild:
-            hit = from_cache(target, key, tags)
+        action = actions.get(job.key)
+        if isinstance(action, (Cached, Restore)):
+            hit = from_cache(target, action, tags)
             if hit is not None:
                 if after_build is not None:
                     after_build(target, hit)
@@ -365,19 +382,6 @@ def _load_layout(images: ImageStore, layouts: OciLayouts, digest: str, index_jso
         except Exception:  # noqa: BLE001 - the caller rebuilds
             return False
     return True
-
-
-def _lookups(plan: Plan, cache: TargetCache, inputs: dict[str, Inputs],
-             options: BuildOptions) -> dict[str, CacheEntry]:
-    from concurrent.futures import ThreadPoolExecutor
-
-    wanted = [s.target for s in plan.steps if str(s.target.label) not in options.rebuild]
-
-    def one(t: Target) -> tuple[str, CacheEntry | None]:
-        return str(t.label), cache.lookup(t, inputs[str(t.label)].key())
-
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(wanted)))) as pool:
-        return {label: e for label, e in pool.map(one, wanted) if e is not None}
 
 
 def _line_writer(log: object) -> Callable[[str], None]:

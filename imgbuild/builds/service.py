@@ -30,6 +30,7 @@ from imgbuild.builds.layers import LayerCaches
 from imgbuild.builds.progress import LiveProgress, PlainProgress, Progress, summary
 from imgbuild.builds.request import local_tag
 from imgbuild.builds.results import RunResult, TargetResult, with_push, write_metadata, write_report
+from imgbuild.builds.actions import Action, decide
 from imgbuild.builds.run import BuildOptions, Built, dry_run, execute
 from imgbuild.builds.settings import BuildSettings
 from imgbuild.commands import patterns
@@ -51,6 +52,7 @@ from imgbuild.engine_events import normal_ref
 from imgbuild.uptodate import Recorder
 
 if TYPE_CHECKING:
+    from imgbuild.cache.targets import ImageStore
     from imgbuild.history.record import HistoryRecord
 
 
@@ -101,10 +103,11 @@ def run_plan(settings: BuildSettings, graph: TargetGraph, plan: Plan, current: s
     loaded = options.load or frozenset()
     try:
         with _stop_on_signals(stop):
+            actions = decide_actions(plan, inputs, options, cache=cache, images=images)
             result = execute(plan, ws, executor, images=images, options=options, git=git, environ=environ,
                              stop=stop, progress=progress, inputs=inputs, cache=cache, check_engine=executor.check,
                              after_build=_only(pushing, push_now) if settings.push_as_ready and pusher else None,
-                             layers=layers, now=now)
+                             layers=layers, now=now, actions=actions)
             if pusher is not None and not settings.push_as_ready and result.ok:
                 _push_after(result, graph, pusher, pushing, pushes, cache,
                             options.layouts, loaded)
@@ -194,8 +197,10 @@ def inputs_now(graph: TargetGraph, plan: Plan, environ: dict[str, str]) -> dict[
 
 
 def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str],
-                   extra: Callable[[Target], tuple[tuple[str, str], ...]] | None = None) -> dict[str, Inputs]:
-    """Input digests of every step, with the workspace's stat cache (saved for the next run)."""
+                   extra: Callable[[Target], tuple[tuple[str, str], ...]] | None = None,
+                   save: bool = True) -> dict[str, Inputs]:
+    """Input digests of every step, with the workspace's stat cache (saved for the next run unless ``save`` is
+    False: a dry run writes nothing)."""
     ws = graph.workspace
     stat_cache = StatCache(ws.state.statcache)
     hasher = Hasher(ws, stat_cache=stat_cache, environ=environ, extra=extra)
@@ -203,6 +208,8 @@ def compute_inputs(graph: TargetGraph, plan: Plan, environ: dict[str, str],
         found = hasher.compute(graph, [s.target.label for s in plan.steps])
     except FilesetError as exc:
         raise ImgbuildError(f"cannot read the build context: {exc}") from None
+    if not save:
+        return {str(lb): i for lb, i in found.items()}
     try:
         stat_cache.save()
     except OSError:
@@ -359,12 +366,30 @@ def _run_options(settings: BuildSettings, graph: TargetGraph, plan: Plan, *, git
     return layers, options
 
 
+def decide_actions(plan: Plan, inputs: dict[str, Inputs], options: BuildOptions, *, cache: TargetCache,
+                   images: ImageStore | None, engine_optional: bool = False) -> dict[str, Action]:
+    """What the run does with each target (:func:`imgbuild.builds.actions.decide` with the run's options)."""
+    return decide(plan, {label: i.key() for label, i in inputs.items()}, cache=cache, images=images,
+                  rebuild=options.rebuild, no_cache=options.no_cache, layouts=options.layouts, load=options.load,
+                  engine_optional=engine_optional)
+
+
 def _dry_run(settings: BuildSettings, graph: TargetGraph, plan: Plan, *, git: gitinfo.GitInfo,
              environ: dict[str, str], current: str) -> None:
-    """Print the command each target's build would run (cache arguments included), shell-quoted; run nothing."""
+    """Print each target's action: for a build, the command it would run (cache arguments included),
+    shell-quoted; for a target taken from the cache, one comment line saying so. Runs and writes nothing."""
     now = datetime.now(timezone.utc)
+    ws = graph.workspace
     layers, options = _run_options(settings, graph, plan, git=git, environ=environ, now=now, current=current)
-    for target, argv in dry_run(plan, graph.workspace, git=git, environ=environ, options=options, layers=layers,
-                                now=now):
-        print(f"# {target.label}")
-        print(shlex.join(argv))
+    inputs = compute_inputs(graph, plan, environ, extra=layers.period, save=False)
+    warn = once_per_outage(lambda m: print(f"warning: {m}", file=sys.stderr))
+    # Read-only: a dry run writes nothing, not even a repaired entry.
+    cache = TargetCache(ws, Images(), warn=warn, read_only=True)
+    actions = decide_actions(plan, inputs, options, cache=cache, images=cache.images, engine_optional=True)
+    for target, action, argv in dry_run(plan, ws, git=git, environ=environ, options=options, layers=layers,
+                                        now=now, actions=actions):
+        if argv is None:
+            print(f"# {target.label} {action.describe()}")
+        else:
+            print(f"# {target.label}")
+            print(shlex.join(argv))

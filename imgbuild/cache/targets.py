@@ -10,7 +10,7 @@ import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Literal, Protocol
 
 from imgbuild.builds.handoff import OciLayouts, link_or_copy, top_digest
 from imgbuild.builds.images import SavedImage, read_layout
@@ -177,14 +177,15 @@ class TargetCache:
         digest (None, the guard having warned, when it cannot be had) and whether it was downloaded from the
         store. Cheapest first: a layout already there, this machine's store (hard links), the engine."""
         digest = top_digest(entry.oci_index)
-        if layouts.get(digest) is not None:
+        source = self.layout_source(target, entry, layouts, in_engine=in_engine)
+        if source == "layout":
             return digest, False
         blobs = [b.digest for b in entry.blobs]
         local = self.local_blob_dir(target)
-        if local is not None and all((local / b.split(":", 1)[1]).is_file() for b in blobs):
+        if source == "local" and local is not None:
             return layouts.assemble(entry.oci_index, blobs, lambda d, dest: link_or_copy(
                 local / d.split(":", 1)[1], dest)), False
-        if in_engine:
+        if source == "engine":
             try:
                 with tempfile.TemporaryDirectory(prefix="imgbuild-save-", dir=layouts.root) as tmp:
                     saved = images.save(entry.image_id, Path(tmp))
@@ -195,6 +196,17 @@ class TargetCache:
             except Exception:  # noqa: BLE001 - the store below is the other source
                 pass
         return layouts.assemble(entry.oci_index, blobs, self.store_for(target).get_blob), True
+
+    def layout_source(self, target: Target, entry: CacheEntry, layouts: OciLayouts, *,
+                      in_engine: bool) -> Literal["layout", "local", "engine", "store"]:
+        """Where :meth:`layout` takes the entry's OCI layout from (only ``store`` downloads): a layout already in
+        ``layouts``, this machine's store, the engine, or the entry's store. Files are looked at, nothing is asked."""
+        if layouts.get(top_digest(entry.oci_index)) is not None:
+            return "layout"
+        local = self.local_blob_dir(target)
+        if local is not None and all((local / b.digest.split(":", 1)[1]).is_file() for b in entry.blobs):
+            return "local"
+        return "engine" if in_engine else "store"
 
     def previous(self, target: Target) -> CacheEntry | None:
         """The newest entry of the same target (for explaining a rebuild), if any."""

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 
+from imgbuild.builds.actions import Build, Restore, decide
 from imgbuild.builds.images import Images
 from imgbuild.cache.targets import TargetCache
 from imgbuild.commands import load_graph, patterns
@@ -28,12 +29,15 @@ def main(args: argparse.Namespace) -> int:
     inputs = inputs_now(graph, plan, dict(os.environ))
     target = graph.target(labels[0])
     warnings: list[str] = []
-    entry = TargetCache(graph.workspace, Images(), warn=warnings.append).lookup(target, inputs[str(target.label)].key())
-    if entry is None:
+    images = Images()
+    cache = TargetCache(graph.workspace, images, warn=warnings.append)
+    # The build's own decision: cached means its image is in this engine.
+    action = decide(plan, {label: i.key() for label, i in inputs.items()}, cache=cache, images=images)[str(labels[0])]
+    if isinstance(action, Build):
         raise ImgbuildError(f"{target.label} has no image for its current inputs\n"
                             f"  hint: build it first: imgbuild build {target.label}")
-    images = Images()
-    if not images.inspect_many([entry.image_id]):
+    entry = action.entry
+    if isinstance(action, Restore):
         raise ImgbuildError(f"{target.label}'s image {entry.image_id} is not in this engine\n"
                             f"  hint: `imgbuild build {target.label}` restores it from the cache")
     steps = list(reversed(images.history(entry.image_id)))  # oldest first, as the Dockerfile reads

@@ -51,7 +51,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _explain(graph: TargetGraph, plan: Plan, *, json_out: bool) -> int:
-    """Per target: cached, or to build and why (what differs from its newest cache entry)."""
+    """Per target: the action a build would take (the same decision, :func:`imgbuild.builds.actions.decide`),
+    and for a build why (what differs from the target's newest cache entry)."""
+    from imgbuild.builds.actions import Build, Restore, decide
     from imgbuild.builds.images import Images
     from imgbuild.cache.targets import TargetCache
     from imgbuild.builds.service import inputs_now
@@ -61,15 +63,17 @@ def _explain(graph: TargetGraph, plan: Plan, *, json_out: bool) -> int:
     inputs = inputs_now(graph, plan, dict(os.environ))
     warnings: list[str] = []
     cache = TargetCache(ws, Images(), warn=warnings.append)
+    actions = decide(plan, {label: i.key() for label, i in inputs.items()}, cache=cache, images=cache.images,
+                     engine_optional=True)
     rows: list[dict[str, Any]] = []
     for step in plan.steps:
         t = step.target
         label = str(t.label)
         key = inputs[label].key()
-        entry = cache.lookup(t, key)
-        if entry is not None:
-            rows.append({"label": label, "input_digest": key, "state": "cached", "image_id": entry.image_id,
-                         "reasons": []})
+        action = actions[label]
+        if not isinstance(action, Build):
+            rows.append({"label": label, "input_digest": key, "state": "cached", "image_id": action.entry.image_id,
+                         "action": "restore" if isinstance(action, Restore) else "cached", "reasons": []})
             continue
         previous = cache.previous(t)
         if previous is None:
@@ -81,15 +85,18 @@ def _explain(graph: TargetGraph, plan: Plan, *, json_out: bool) -> int:
                 old = {}
             reasons = diff_inputs(old, inputs[label].manifest(), dep_labels={a: str(d) for a, d in t.deps}) \
                 or ["inputs differ in a way not recorded by the previous entry"]
-        rows.append({"label": label, "input_digest": key, "state": "build", "image_id": None, "reasons": reasons})
+        rows.append({"label": label, "input_digest": key, "state": "build", "action": "build", "image_id": None,
+                     "reasons": reasons})
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     if json_out:
         json.dump({"targets": rows}, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
         return 0
+    said = {"cached": "cached", "restore": "cached (restored from the target cache: not in this engine)",
+            "build": "to build"}
     for row in rows:
-        print(f"{row['label']}: {'cached' if row['state'] == 'cached' else 'to build'}  ({row['input_digest'][:19]})")
+        print(f"{row['label']}: {said[row['action']]}  ({row['input_digest'][:19]})")
         for reason in row["reasons"]:
             print(f"    {reason}")
     return 0

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Callable, Sequence
 
 from imgbuild import git as gitinfo
 from imgbuild import proc
+from imgbuild.builds.actions import lookups
 from imgbuild.builds.images import Images
 from imgbuild.builds.request import local_tag
 from imgbuild.builds.run import local_tags
@@ -127,7 +127,7 @@ def release(args: argparse.Namespace) -> int:
 
     def make(built: dict[str, str], build_missing: bool) -> tuple[ReleasePlan, dict[str, CacheEntry]]:
         keys = _input_digests(graph, targets, environ)
-        entries = _lookups(cache, targets, keys)
+        entries = lookups(cache, targets, keys)  # the build's own cache-hit rule
         pushes = _query(history, targets, kind="push", commit=git.sha or None)
         found = {str(t.label): choose_image(str(t.label), input_digest=keys[str(t.label)],
                                             cached_image=built.get(str(t.label)) or _image(entries, t),
@@ -204,14 +204,6 @@ def _input_digests(graph: TargetGraph, targets: Sequence[Target], environ: dict[
 
     plan = make_plan(graph, patterns([str(t.label) for t in targets], ""))
     return {label: inputs.key() for label, inputs in inputs_now(graph, plan, environ).items()}
-
-
-def _lookups(cache: TargetCache, targets: Sequence[Target], keys: dict[str, str]) -> dict[str, CacheEntry]:
-    def one(t: Target) -> tuple[str, CacheEntry | None]:
-        return str(t.label), cache.lookup(t, keys[str(t.label)])
-
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(targets)))) as pool:
-        return {label: e for label, e in pool.map(one, targets) if e is not None}
 
 
 def _image(entries: dict[str, CacheEntry], target: Target) -> str | None:

@@ -99,7 +99,7 @@ def test_dry_run_prints_the_argv_the_executor_runs(make_ws: WorkspaceFactory, no
     shown = {str(t.label): contexts_sorted(shlex.split(shlex.join(argv)
                                                        .replace("oci-layout://<layout of //base:base>", base_layout)
                                                        .replace("<image of //base:base>", base_ref)))
-             for t, argv in printed}
+             for t, _, argv in printed if argv is not None}
     assert shown == ran
     if handoff:
         assert base_layout.startswith(f"oci-layout://{root}/oci/")
@@ -130,6 +130,6 @@ def test_dry_run_writes_nothing(make_ws: WorkspaceFactory) -> None:
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
     printed = dry_run(plan, ws, git=GIT, environ=ENV, options=BuildOptions(parallelism=1, logs_dir=root / "logs"),
                       layers=layers(root), now=NOW)
-    assert [str(t.label) for t, _ in printed] == ["//base:base", "//api:api"]
+    assert [str(t.label) for t, _, _ in printed] == ["//base:base", "//api:api"]
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
-    assert all(not Path(a).exists() for _, argv in printed for a in argv if a.endswith(".metadata.json"))
+    assert all(not Path(a).exists() for _, _, argv in printed for a in argv or () if a.endswith(".metadata.json"))
