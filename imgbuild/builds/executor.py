@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from imgbuild import engine_api, proc
+from imgbuild import proc
 from imgbuild.builds.request import BuildRequest
 from imgbuild.engine_api import EngineAPIError
+from imgbuild.engine_gateway import EngineGateway
 from imgbuild.errors import EngineUnavailable
 
 LOG_TAIL_LINES = 25
@@ -60,11 +61,13 @@ class EngineInfo:
 
 
 class BuildxExecutor:
-    def __init__(self, docker: str = "docker", env: dict[str, str] | None = None) -> None:
+    def __init__(self, docker: str = "docker", env: dict[str, str] | None = None, *,
+                 engine: EngineGateway | None = None) -> None:
         self.docker = docker
         self.env = env
-        # The engine's own API for what is asked after every build (the image's id): no process each.
-        self.api = engine_api.connect(env) if docker == "docker" else None
+        # The run's way to the engine, for what is asked after every build (the image's id): over its socket,
+        # no process each, when the gateway chose it.
+        self.engine = engine if engine is not None else EngineGateway(docker, environ=env)
 
     def _client(self) -> Any:
         from python_on_whales import DockerClient  # slow import, only needed when talking to the engine
@@ -87,11 +90,9 @@ class BuildxExecutor:
         return EngineInfo(server_version=version, buildx_version=out.strip())
 
     def _engine_version(self) -> str:
-        if self.api is not None:
-            try:
-                return self.api.version()
-            except EngineAPIError:
-                pass  # the CLI says why
+        version = self.engine.version
+        if version is not None:
+            return version  # the socket answered it when the gateway chose the socket
         from python_on_whales.exceptions import DockerException
 
         try:
@@ -163,13 +164,15 @@ class BuildxExecutor:
         ref = request.tags[0] if request.tags else digest
         if not ref:
             raise BuildError("the engine reported no image (was --load dropped?)")
-        if self.api is not None:
+        api = self.engine.api
+        if api is not None:
             try:
-                found = self.api.image_id(ref)
-                if found is not None:
-                    return found
-            except EngineAPIError:
-                pass  # the CLI says why
+                found = api.image_id(ref)
+            except EngineAPIError as exc:
+                raise BuildError(f"cannot read the built image's id: {exc}") from None
+            if found is None:
+                raise BuildError(f"the engine has no image {ref} after the build (was --load dropped?)")
+            return found
         image = self._client().image.inspect(ref)
         return str(image.id)
 

@@ -15,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from imgbuild import engine_api, proc
-from imgbuild.engine_api import EngineAPI, EngineAPIError
+from imgbuild import proc
+from imgbuild.engine_api import EngineAPIError
+from imgbuild.engine_gateway import EngineGateway, failed
 from imgbuild.errors import EngineUnavailable
 
 
@@ -29,12 +30,12 @@ class SavedImage:
 
 class Images:
     """The engine's image store (one narrow interface): through the docker CLI, and for the small calls made
-    after every build (tag, untag, history) over the engine's unix socket when it is local (see
-    :mod:`imgbuild.engine_api`; the CLI when that fails)."""
+    after every build (tag, untag, history, save) over the engine's unix socket when the run's gateway speaks
+    to it there (:mod:`imgbuild.engine_gateway`: decided once per run, never mixed per call)."""
 
-    def __init__(self, docker: str = "docker", *, api: EngineAPI | None = None) -> None:
-        self.docker = docker
-        self.api = api if api is not None else engine_api.connect() if docker == "docker" else None
+    def __init__(self, engine: EngineGateway | None = None) -> None:
+        self.engine = engine if engine is not None else EngineGateway()
+        self.docker = self.engine.docker
         # Loads run one at a time: parallel loads of images sharing a layer make containerd answer
         # "ref ... locked" and back off, and 8 parallel restores took 20 s instead of 2 s (bench_cache.py).
         self._load_lock = threading.Lock()
@@ -69,11 +70,12 @@ class Images:
 
     def history(self, ref: str) -> list[dict[str, object]]:
         """``docker image history`` of ``ref``, newest step first: CreatedBy, Size (bytes), Comment..."""
-        if self.api is not None:
+        api = self.engine.api
+        if api is not None:
             try:
-                return self.api.history(ref)
-            except EngineAPIError:
-                pass  # the CLI says why
+                return api.history(ref)
+            except EngineAPIError as exc:
+                raise failed(exc) from None
         out = proc.run([self.docker, "image", "history", "--no-trunc", "--human=false", "--format", "{{json .}}", ref])
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
@@ -95,20 +97,23 @@ class Images:
         return found
 
     def tag(self, image_id: str, ref: str) -> None:
-        if self.api is not None:
+        api = self.engine.api
+        if api is not None:
             try:
-                return self.api.tag(image_id, ref)
-            except EngineAPIError:
-                pass  # the CLI says why
+                return api.tag(image_id, ref)
+            except EngineAPIError as exc:
+                raise failed(exc) from None
         proc.run([self.docker, "image", "tag", image_id, ref])
 
     def untag(self, ref: str) -> None:
         """Remove one name (the image stays while it has another); best effort: a leftover name is harmless."""
-        if self.api is not None:
+        api = self.engine.api
+        if api is not None:
             try:
-                return self.api.untag(ref)
+                api.untag(ref)
             except EngineAPIError:
                 pass
+            return
         proc.run_unchecked([self.docker, "image", "rm", "--no-prune", ref])
 
     def push(self, ref: str) -> str | None:
@@ -130,12 +135,13 @@ class Images:
         """The manifest digests the engine says ``image_id`` has in registries (its RepoDigests: what its
         pushes and pulls produced). On the classic image store the id is the config's digest and a push
         makes a manifest of its own: this is how an image already in a registry is recognised there."""
-        if self.api is not None:
+        api = self.engine.api
+        if api is not None:
             try:
-                image = self.api.inspect(image_id)
-                return _digests(None if image is None else image.get("RepoDigests"))
+                image = api.inspect(image_id)
             except EngineAPIError:
-                pass  # the CLI says why
+                return frozenset()  # as when the CLI cannot say: nothing known
+            return _digests(None if image is None else image.get("RepoDigests"))
         code, out, _ = proc.run_unchecked([self.docker, "image", "inspect", "--format", "{{json .RepoDigests}}",
                                            image_id])
         try:
@@ -146,14 +152,14 @@ class Images:
     def save(self, ref: str, workdir: Path) -> SavedImage:
         """``docker save`` ``ref`` into ``workdir`` as an OCI layout."""
         layout = workdir / "layout"
-        saved = False
-        if self.api is not None:
+        api = self.engine.api
+        if api is not None:
             try:
-                self.api.save(ref, layout)  # streamed and unpacked at once: no process, no tar file
-                saved = True
-            except EngineAPIError:
-                shutil.rmtree(layout, ignore_errors=True)  # the CLI says why
-        if not saved:
+                api.save(ref, layout)  # streamed and unpacked at once: no process, no tar file
+            except EngineAPIError as exc:
+                shutil.rmtree(layout, ignore_errors=True)
+                raise failed(exc) from None
+        else:
             tar_path = workdir / "image.tar"
             proc.run([self.docker, "image", "save", "-o", str(tar_path), ref], timeout=600)
             with tarfile.open(tar_path) as tf:

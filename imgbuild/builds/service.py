@@ -49,6 +49,7 @@ from imgbuild.model import Target, Workspace
 from imgbuild.plan import Plan
 from imgbuild.statcache import StatCache
 from imgbuild.engine_events import normal_ref
+from imgbuild.engine_gateway import EngineGateway
 from imgbuild.uptodate import Recorder
 
 if TYPE_CHECKING:
@@ -75,7 +76,8 @@ def run_plan(settings: BuildSettings, graph: TargetGraph, plan: Plan, current: s
     requested = {str(s.target.label) for s in plan.steps if s.requested}
     pushing = {lb for lb in requested if graph.target(Label.parse(lb)).push} if push else set()
     insecure = _insecure_hosts(ws)
-    pusher = _pusher(insecure) if pushing else None
+    engine = EngineGateway(environ=environ)  # socket or CLI: decided once, for images, builds, cache and pushes
+    pusher = _pusher(insecure, engine) if pushing else None
     pushes: dict[str, tuple[tuple[str, ...], str | None]] = {}
 
     def push_now(target: Target, built: Built) -> None:
@@ -93,8 +95,8 @@ def run_plan(settings: BuildSettings, graph: TargetGraph, plan: Plan, current: s
     now = datetime.now(timezone.utc)
     layers, options = _run_options(settings, graph, plan, git=git, environ=environ, now=now, current=current)
     inputs = compute_inputs(graph, plan, environ, extra=layers.period)
-    executor = _executor(plan, options)
-    images = TrustingImages(ws.state.engine_trust, environ)
+    executor = _executor(plan, options, engine)
+    images = TrustingImages(ws.state.engine_trust, environ, engine)
     stop = threading.Event()
     progress = _progress(settings.progress, len(plan.steps))
     warn = once_per_outage(progress.warn)
@@ -134,9 +136,9 @@ def run_plan(settings: BuildSettings, graph: TargetGraph, plan: Plan, current: s
     return result
 
 
-def _executor(plan: Plan, options: BuildOptions) -> BuildxExecutor | BakeExecutor:
+def _executor(plan: Plan, options: BuildOptions, engine: EngineGateway) -> BuildxExecutor | BakeExecutor:
     """On the ``docker`` driver, leaves that start together are built by one bake (:mod:`imgbuild.builds.bake`)."""
-    single = BuildxExecutor()
+    single = BuildxExecutor(engine=engine)
     if options.layouts is not None:
         return single  # the other builders take dependencies as layouts, one build each
     feeds = {str(d) for s in plan.steps for d in s.deps}
@@ -170,10 +172,10 @@ def _journal(journal: Recorder, result: RunResult, graph: TargetGraph, ws: Works
                  summary=lines[:-1], state=lines[-1].rsplit(" in ", 1)[0], git=[git.sha, git.branch, git.dirty])
 
 
-def _pusher(insecure: frozenset[str]) -> Pusher:
+def _pusher(insecure: frozenset[str], engine: EngineGateway) -> Pusher:
     send = Connections().send  # one pool of kept-alive connections for the checks and the uploads
     auth = Authorizer(send)  # and one login per registry (a credential helper runs once per host)
-    return Pusher(Images(), RegistryClient(insecure_hosts=insecure, send=send, auth=auth),
+    return Pusher(Images(engine), RegistryClient(insecure_hosts=insecure, send=send, auth=auth),
                   copier=Copier(insecure_hosts=insecure, send=send, auth=auth))
 
 
@@ -384,7 +386,7 @@ def _dry_run(settings: BuildSettings, graph: TargetGraph, plan: Plan, *, git: gi
     inputs = compute_inputs(graph, plan, environ, extra=layers.period, save=False)
     warn = once_per_outage(lambda m: print(f"warning: {m}", file=sys.stderr))
     # Read-only: a dry run writes nothing, not even a repaired entry.
-    cache = TargetCache(ws, Images(), warn=warn, read_only=True)
+    cache = TargetCache(ws, Images(EngineGateway(environ=environ)), warn=warn, read_only=True)
     actions = decide_actions(plan, inputs, options, cache=cache, images=cache.images, engine_optional=True)
     for target, action, argv in dry_run(plan, ws, git=git, environ=environ, options=options, layers=layers,
                                         now=now, actions=actions):

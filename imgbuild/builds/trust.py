@@ -17,7 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from imgbuild import engine_api, engine_events
+from imgbuild import engine_events
+from imgbuild.engine_gateway import EngineGateway
 from imgbuild.builds.images import Images
 
 FORMAT = 1
@@ -27,8 +28,8 @@ MAX_REFS = 20_000  # the newest are kept
 class TrustingImages(Images):
     """:class:`Images` that answers :meth:`inspect_many` for trusted images without asking the engine."""
 
-    def __init__(self, path: Path, environ: dict[str, str], docker: str = "docker") -> None:
-        super().__init__(docker, api=engine_api.connect(environ) if docker == "docker" else None)
+    def __init__(self, path: Path, environ: dict[str, str], engine: EngineGateway | None = None) -> None:
+        super().__init__(engine if engine is not None else EngineGateway(environ=environ))
         self.path = path
         self.socket = engine_events.socket_path(environ)
         self.anchor: engine_events.Event | None = None

@@ -123,7 +123,8 @@ def release(args: argparse.Namespace) -> int:
     now = datetime.now(timezone.utc)
     history = open_history(ws, _warn)
     client = RegistryClient(insecure_hosts=_insecure(ws))
-    cache = TargetCache(ws, Images(), warn=_warn, read_only=True)
+    images = Images()  # one way to the engine for the whole command
+    cache = TargetCache(ws, images, warn=_warn, read_only=True)
 
     def make(built: dict[str, str], build_missing: bool) -> tuple[ReleasePlan, dict[str, CacheEntry]]:
         keys = _input_digests(graph, targets, environ)
@@ -133,7 +134,7 @@ def release(args: argparse.Namespace) -> int:
                                             cached_image=built.get(str(t.label)) or _image(entries, t),
                                             commit=git.sha, pushes=pushes, allow_dirty=args.allow_dirty)
                  for t in targets}
-        found = _in_engine(found)
+        found = _in_engine(found, images)
         wants = [Want(found=found[str(t.label)], repositories=tuple(str(Repository.parse(f"{r.url}/{t.image}"))
                                                                     for r in registries[str(t.label)]),
                       tags=release_tags(templates, version, TagContext(git=git, now=now, environ=environ,
@@ -161,7 +162,8 @@ def release(args: argparse.Namespace) -> int:
     if args.dry_run:
         return 0
     outcomes = execute(plan, writer=Copier(insecure_hosts=_insecure(ws)), reader=client,
-                       push_local=_push_local(graph, cache, entries, client), parallelism=ws.config.concurrency)
+                       push_local=_push_local(graph, cache, entries, client, images),
+                       parallelism=ws.config.concurrency)
     _record(plan, outcomes, graph, history, git=git, environ=environ)
     failed = [o for o in outcomes if not o.ok]
     if plan.git_tag and not failed:
@@ -227,10 +229,10 @@ def _by_label(records: Sequence[HistoryRecord]) -> dict[str, list[HistoryRecord]
     return out
 
 
-def _in_engine(found: dict[str, Found]) -> dict[str, Found]:
+def _in_engine(found: dict[str, Found], images: Images) -> dict[str, Found]:
     digests = sorted({f.digest for f in found.values() if f.digest})
     try:
-        present = Images().inspect_many(digests)
+        present = images.inspect_many(digests)
     except EngineUnavailable:
         present = {}  # only needed for images in no registry; the plan says so if it comes to that
     return {label: replace(f, in_engine=bool(f.digest and f.digest in present)) for label, f in found.items()}
@@ -263,10 +265,9 @@ def _build_missing(graph: TargetGraph, labels: Sequence[str], current: str, *, a
     return {t.label: t.image_id for t in result.targets if t.image_id and t.label in labels}
 
 
-def _push_local(graph: TargetGraph, cache: TargetCache, entries: dict[str, CacheEntry],
-                client: RegistryClient) -> Callable[[str, str, Reference, bool], None]:
+def _push_local(graph: TargetGraph, cache: TargetCache, entries: dict[str, CacheEntry], client: RegistryClient,
+                images: Images) -> Callable[[str, str, Reference, bool], None]:
     """Push an image from the engine (first restored from the target cache when asked), verified by digest."""
-    images = Images()
     pusher = Pusher(images, client)
 
     def push(label: str, digest: str, ref: Reference, restore: bool) -> None:

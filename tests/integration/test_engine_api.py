@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from imgbuild.builds.images import Images
+from imgbuild.engine_gateway import EngineGateway
 from imgbuild.engine_api import connect
 from tests.integration.conftest import digest_of, docker
 
@@ -25,7 +26,7 @@ def test_tag_untag_inspect_and_history_agree_with_the_cli(tmp_path: Path, prefix
     assert api.image_id(f"{prefix}-api:v1") == cli_id
     assert api.image_id(f"{prefix}-api:nothing") is None
 
-    images = Images(api=api)
+    images = Images(EngineGateway.decided(api))
     images.tag(cli_id, f"localhost:5000/{prefix}/api:exact")
     tags = json.loads(docker("image", "inspect", "--format", "{{json .RepoTags}}", cli_id))
     assert f"localhost:5000/{prefix}/api:exact" in tags
@@ -46,9 +47,8 @@ def test_save_over_the_socket_gives_the_layout_docker_save_gives(tmp_path: Path,
     subprocess.run(["docker", "buildx", "build", "--load", "-t", f"{prefix}-web:v1", str(tmp_path)],
                    check=True, capture_output=True, timeout=300)
     over_socket = Images()
-    assert over_socket.api is not None
-    by_cli = Images()
-    by_cli.api = None
+    assert over_socket.engine.via == "socket"
+    by_cli = Images(EngineGateway.decided(None))
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     saved = over_socket.save(f"{prefix}-web:v1", tmp_path / "a")
@@ -66,8 +66,7 @@ def test_the_engine_remembers_the_digest_it_pushed_an_image_as(tmp_path: Path, p
     subprocess.run(["docker", "buildx", "build", "--load", "-t", ref, str(tmp_path)],
                    check=True, capture_output=True, timeout=300)
     image_id = docker("image", "inspect", "--format", "{{.Id}}", ref).strip()
-    by_cli = Images()
-    by_cli.api = None
+    by_cli = Images(EngineGateway.decided(None))
     # (the containerd store lists a digest for every name already; the classic one only after a push)
     assert Images().known_digests(image_id) == by_cli.known_digests(image_id)
     reported = Images().push(ref)

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import pytest
 
 from imgbuild.builds.images import Images
+from imgbuild.engine_gateway import EngineGateway
 from imgbuild.engine_api import EngineAPI, EngineAPIError, connect, split_ref
 from tests.conftest import serving
 
@@ -137,7 +138,7 @@ def test_tag_inspect_untag_and_history_over_the_socket(engine: FakeEngine) -> No
 
 def test_images_use_the_socket_and_no_process(engine: FakeEngine) -> None:
     """Unit tests refuse to start processes: these calls can only have gone over the socket."""
-    images = Images(api=EngineAPI(engine.server_address))  # type: ignore[arg-type]
+    images = Images(EngineGateway.decided(EngineAPI(engine.server_address)))  # type: ignore[arg-type]
     images.tag(IMAGE, "app:latest")
     images.untag("app:v1")
     assert engine.names == {"app:latest": IMAGE}
@@ -145,7 +146,7 @@ def test_images_use_the_socket_and_no_process(engine: FakeEngine) -> None:
 
 
 def test_save_streams_the_layout_into_a_directory(engine: FakeEngine, tmp_path: Path) -> None:
-    saved = Images(api=EngineAPI(engine.server_address)).save("app:v1", tmp_path)  # type: ignore[arg-type]
+    saved = Images(EngineGateway.decided(EngineAPI(engine.server_address))).save("app:v1", tmp_path)  # type: ignore[arg-type]
     assert saved.blobs == ((f"sha256:{hashlib.sha256(LAYER).hexdigest()}", len(LAYER), ""),)
     assert (saved.blob_dir / hashlib.sha256(LAYER).hexdigest()).read_bytes() == LAYER
     assert json.loads(saved.index_json) == {"manifests": [{"digest": IMAGE}]}  # the name is ours to give
