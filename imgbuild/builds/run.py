@@ -29,7 +29,7 @@ from imgbuild.builds.handoff import OciLayouts
 from imgbuild.builds.progress import Progress
 from imgbuild.builds.request import BuildRequest, local_tag, plan_request
 from imgbuild.builds.results import RunResult, TargetResult
-from imgbuild.builds.secret_steps import secret_bypass
+from imgbuild.builds.secret_steps import Bypass, secret_bypass
 from imgbuild.builds.stepreport import previous_build, step_report
 from imgbuild.git import GitInfo
 from imgbuild.labels import file_name
@@ -147,16 +147,17 @@ def build_request(target: Target, ws: Workspace, *, dep_refs: dict[str, str], ta
 
 def dry_run(plan: Plan, ws: Workspace, *, git: GitInfo, environ: dict[str, str], options: BuildOptions,
             layers: LayerCaches | None, now: datetime, run_id: str | None = None,
-            actions: Mapping[str, Action] | None = None) -> list[tuple[Target, Action, list[str] | None]]:
+            actions: Mapping[str, Action] | None = None, inputs: dict[str, Inputs] | None = None,
+            cache: TargetCache | None = None) -> list[tuple[Target, Action, list[str] | None]]:
     """Each target's action (every target built when ``actions`` is None) and, for a build, the command
     ``execute`` would run; runs and writes nothing.
 
     A dependency built in the run exists only once it is built: ``<image of //LABEL>`` (and on builders that do
     not see the engine's images, ``<layout of //LABEL>``) stands where it goes. A dependency taken from the cache
-    is named by the exact tag the run gives it.
+    is named by the exact tag the run gives it. With ``inputs`` (and ``cache``) the commands have the
+    ``{input_digest}`` tags and the ``--no-cache-filter`` of a changed secret a build would give them.
     """
     run_id = run_id or new_run_id()
-    ctx = TagContext(git=git, now=now, environ=environ)
     layouts = options.layouts
     chosen = actions or {}
     out: list[tuple[Target, Action, list[str] | None]] = []
@@ -173,10 +174,11 @@ def dry_run(plan: Plan, ws: Workspace, *, git: GitInfo, environ: dict[str, str],
                              if dep_action is not None and not isinstance(dep_action, Build) else f"<image of {dep}>")
         dep_layouts = ({arg: f"oci-layout://<layout of {dep}>" for arg, dep in t.deps}
                        if layouts is not None else None)
+        ctx = TagContext(git=git, now=now, environ=environ, input_digest=_hex(inputs, str(t.label)))
         request = build_request(t, ws, dep_refs=dep_refs, dep_layouts=dep_layouts, tags=local_tags(t, ctx),
                                 run_id=run_id, git=git, environ=environ, created=now, options=options, layers=layers,
                                 out=output_dir(layouts, t, run_id) if layouts is not None else None, fetch=False)
-        out.append((t, action, command(request)))
+        out.append((t, action, command(_bypassing(request, _bypass(t, inputs, cache, options)))))
     return out
 
 
@@ -220,8 +222,7 @@ def execute(
     run_id = new_run_id()
 
     def tag_context(label: str) -> TagContext:
-        digest = inputs[label].key().split(":", 1)[1] if inputs else ""
-        return TagContext(git=git, now=started_at, environ=environ, input_digest=digest)
+        return TagContext(git=git, now=started_at, environ=environ, input_digest=_hex(inputs, label))
 
     def apply_tags(image_id: str, refs: tuple[str, ...], existing: frozenset[str] = frozenset()) -> None:
         for ref in refs:
@@ -299,11 +300,8 @@ def execute(
         if out is not None:
             out.mkdir(parents=True)
         request = request_for(target, tags, out)
-        # A changed secret: BuildKit would serve the steps that mount it from its cache (issue #14).
-        bypass = (secret_bypass(target, inputs[job.key], cache)
-                  if cache is not None and inputs is not None and not options.no_cache else None)
-        if bypass is not None:
-            request = replace(request, no_cache=bypass.everything, no_cache_filter=bypass.stages)
+        bypass = _bypass(target, inputs, cache, options)
+        request = _bypassing(request, bypass)
         path = log_path(options.logs_dir, target)
         path.parent.mkdir(parents=True, exist_ok=True)
         before = previous_build(target, path, cache)  # read before this build overwrites the log and the entry
@@ -369,6 +367,26 @@ def execute(
         started=started_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
         duration=time.monotonic() - t0,
     )
+
+
+def _hex(inputs: dict[str, Inputs] | None, label: str) -> str:
+    """The hex digits of the target's input digest, for ``{input_digest}`` tags ("" without digests)."""
+    return inputs[label].key().split(":", 1)[1] if inputs else ""
+
+
+def _bypass(target: Target, inputs: dict[str, Inputs] | None, cache: TargetCache | None,
+            options: BuildOptions) -> Bypass | None:
+    # A changed secret: BuildKit would serve the steps that mount it from its cache (issue #14).
+    if cache is None or inputs is None or options.no_cache:
+        return None
+    return secret_bypass(target, inputs[str(target.label)], cache)
+
+
+def _bypassing(request: BuildRequest, bypass: Bypass | None) -> BuildRequest:
+    """``request`` with what must bypass BuildKit's cache for a changed secret."""
+    if bypass is None:
+        return request
+    return replace(request, no_cache=bypass.everything, no_cache_filter=bypass.stages)
 
 
 def _load_layout(images: ImageStore, layouts: OciLayouts, digest: str, index_json: str, ref: str) -> bool:

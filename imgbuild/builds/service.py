@@ -389,7 +389,7 @@ def _dry_run(settings: BuildSettings, graph: TargetGraph, plan: Plan, *, git: gi
     cache = TargetCache(ws, Images(EngineGateway(environ=environ)), warn=warn, read_only=True)
     actions = decide_actions(plan, inputs, options, cache=cache, images=cache.images, engine_optional=True)
     for target, action, argv in dry_run(plan, ws, git=git, environ=environ, options=options, layers=layers,
-                                        now=now, actions=actions):
+                                        now=now, actions=actions, inputs=inputs, cache=cache):
         if argv is None:
             print(f"# {target.label} {action.describe()}")
         else:

@@ -14,7 +14,15 @@ from imgbuild.builds.executor import command
 from imgbuild.builds.handoff import OciLayouts
 from imgbuild.builds.layers import LayerCaches
 from imgbuild.builds.progress import PlainProgress
+from imgbuild.builds.actions import Action, Build, Cached, decide
+from imgbuild.builds.request import local_tag
+from imgbuild.builds.results import RunResult
 from imgbuild.builds.run import CLAIM_TAG_PREFIX, BuildOptions, dry_run, execute
+from imgbuild.builds.service import compute_inputs
+from imgbuild.cache.targets import TargetCache
+from imgbuild.digest import Inputs
+from imgbuild.model import Target, Workspace
+from imgbuild.plan import Plan
 from imgbuild.git import GitInfo
 from imgbuild.graph import TargetGraph
 from imgbuild.labels import parse_patterns
@@ -133,3 +141,52 @@ def test_dry_run_writes_nothing(make_ws: WorkspaceFactory) -> None:
     assert [str(t.label) for t, _, _ in printed] == ["//base:base", "//api:api"]
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before
     assert all(not Path(a).exists() for _, _, argv in printed for a in argv or () if a.endswith(".metadata.json"))
+
+
+def test_after_a_build_the_dry_run_shows_what_is_cached_and_the_command_of_what_changed(
+        make_ws: WorkspaceFactory) -> None:
+    root = make_ws({"imgbuild.yaml": "version: 1\ndefaults: {tags: [dev, 'in-{input_digest}']}\n",
+                    "base/BUILD.yaml": "apps: {base: {}}\n", "base/Dockerfile": "FROM busybox:1.36\n",
+                    "api/BUILD.yaml": "apps: {api: {deps: {BASE: //base}}}\n",
+                    "api/Dockerfile": "ARG BASE\nFROM ${BASE}\n"})
+    images = FakeImages()
+    options = BuildOptions(parallelism=1, logs_dir=root / "logs")
+
+    def decided() -> tuple[Workspace, Plan, dict[str, Inputs], TargetCache, dict[str, Action]]:
+        ws = load_workspace(root)
+        graph = TargetGraph.build(ws)
+        plan = make_plan(graph, parse_patterns(["//api"]))
+        inputs = compute_inputs(graph, plan, {})
+        cache = TargetCache(ws, images, warn=print)
+        return ws, plan, inputs, cache, decide(plan, {lb: i.key() for lb, i in inputs.items()}, cache=cache,
+                                               images=images)
+
+    def build(executor: FakeExecutor) -> RunResult:
+        ws, plan, inputs, cache, actions = decided()
+        return execute(plan, ws, executor, images=images, options=options, git=GIT, environ={},
+                       stop=threading.Event(), progress=PlainProgress(io.StringIO()), inputs=inputs, cache=cache,
+                       now=NOW, actions=actions)
+
+    def printed(run_id: str) -> list[tuple[Target, Action, list[str] | None]]:
+        ws, plan, inputs, cache, actions = decided()
+        return dry_run(plan, ws, git=GIT, environ={}, options=options, layers=None, now=NOW, run_id=run_id,
+                       actions=actions, inputs=inputs, cache=cache)
+
+    first = build(FakeExecutor())
+    base_id = next(t.image_id or "" for t in first.targets if t.label == "//base:base")
+    (root / "api" / "Dockerfile").write_text("ARG BASE\nFROM ${BASE}\nENV CHANGED=1\n")
+    [(base, base_action, base_argv), (_, api_action, _)] = shown = printed("0" * 12)
+    assert base_action.describe() == f"cached ({base_id})" and base_argv is None
+    assert isinstance(base_action, Cached) and isinstance(api_action, Build) and api_action.reason == "no entry"
+
+    executor = FakeExecutor()
+    second = build(executor)
+    assert {t.label: t.status for t in second.targets} == {"//base:base": "cached", "//api:api": "built"}
+    ran = command(executor.request("//api:api"))
+    claim = next(t for t in executor.request("//api:api").tags if CLAIM_TAG_PREFIX in t)
+    # with the build's run id (in its claim tag and metadata file), the command printed is the one that ran,
+    # the dependency named by the exact tag the build gave it and the input digest tags rendered
+    assert [a.replace("0" * 12, claim.rpartition(CLAIM_TAG_PREFIX)[2]) for a in shown[1][2] or ()] == ran
+    assert printed("1" * 12)[1][2] is None  # and now api is cached too
+    assert f"BASE={local_tag(base, base_id)}" in ran
+    assert any(a.startswith("api:in-") and "{" not in a for a in ran)
