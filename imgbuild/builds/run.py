@@ -182,6 +182,14 @@ def dry_run(plan: Plan, ws: Workspace, *, git: GitInfo, environ: dict[str, str],
     return out
 
 
+def decide_actions(plan: Plan, inputs: dict[str, Inputs], options: BuildOptions, *, cache: TargetCache,
+                   images: ImageStore | None, engine_optional: bool = False) -> dict[str, Action]:
+    """What a run with ``options`` does with each target (:func:`imgbuild.builds.actions.decide`)."""
+    return decide(plan, {label: i.key() for label, i in inputs.items()}, cache=cache, images=images,
+                  rebuild=options.rebuild, no_cache=options.no_cache, layouts=options.layouts, load=options.load,
+                  engine_optional=engine_optional)
+
+
 def new_run_id() -> str:
     return secrets.token_hex(6)
 
@@ -239,9 +247,7 @@ def execute(
                              git=git, environ=environ, created=started_at, options=options, layers=layers, out=out)
 
     if actions is None:
-        actions = (decide(plan, {label: i.key() for label, i in inputs.items()}, cache=cache, images=images,
-                          rebuild=options.rebuild, no_cache=options.no_cache, layouts=options.layouts,
-                          load=options.load)
+        actions = (decide_actions(plan, inputs, options, cache=cache, images=images)
                    if cache is not None and inputs is not None else {})
     if check_engine is not None and any(not isinstance(actions.get(label), (Cached, Restore)) for label in targets):
         check_engine()  # something will be built: no engine or no buildx is exit 3 now, not a failed target

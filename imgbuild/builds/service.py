@@ -30,8 +30,7 @@ from imgbuild.builds.layers import LayerCaches
 from imgbuild.builds.progress import LiveProgress, PlainProgress, Progress, summary
 from imgbuild.builds.request import local_tag
 from imgbuild.builds.results import RunResult, TargetResult, with_push, write_metadata, write_report
-from imgbuild.builds.actions import Action, decide
-from imgbuild.builds.run import BuildOptions, Built, dry_run, execute
+from imgbuild.builds.run import BuildOptions, Built, decide_actions, dry_run, execute
 from imgbuild.builds.settings import BuildSettings
 from imgbuild.commands import patterns
 from imgbuild.connections import Connections
@@ -53,7 +52,6 @@ from imgbuild.engine_gateway import EngineGateway
 from imgbuild.uptodate import Recorder
 
 if TYPE_CHECKING:
-    from imgbuild.cache.targets import ImageStore
     from imgbuild.history.record import HistoryRecord
 
 
@@ -366,14 +364,6 @@ def _run_options(settings: BuildSettings, graph: TargetGraph, plan: Plan, *, git
                            keep_going=settings.keep_going, builder=settings.builder, rebuild=frozenset(rebuild),
                            no_cache=settings.no_cache, layouts=layouts, load=loaded)
     return layers, options
-
-
-def decide_actions(plan: Plan, inputs: dict[str, Inputs], options: BuildOptions, *, cache: TargetCache,
-                   images: ImageStore | None, engine_optional: bool = False) -> dict[str, Action]:
-    """What the run does with each target (:func:`imgbuild.builds.actions.decide` with the run's options)."""
-    return decide(plan, {label: i.key() for label, i in inputs.items()}, cache=cache, images=images,
-                  rebuild=options.rebuild, no_cache=options.no_cache, layouts=options.layouts, load=options.load,
-                  engine_optional=engine_optional)
 
 
 def _dry_run(settings: BuildSettings, graph: TargetGraph, plan: Plan, *, git: gitinfo.GitInfo,

@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--progress", choices=("auto", "tty", "plain"), default="auto",
                    help="live view on a terminal (auto), or one line per event (plain)")
     p.add_argument("--json", type=Path, metavar="FILE", help="write the build report (specs/report.schema.json)")
-    p.add_argument("--dry-run", action="store_true", help="print the engine commands without running them")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what each target would get (cached, restored, or the exact build command); run nothing")
     p.add_argument("--no-cache", action="store_true",
                    help="build every selected target from scratch: no target cache, no layer cache, no BuildKit cache")
     p.add_argument("--rebuild", action="append", default=[], metavar="LABEL",
