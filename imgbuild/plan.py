@@ -27,6 +27,11 @@ class Plan:
     def labels(self) -> tuple[Label, ...]:
         return tuple(s.target.label for s in self.steps)
 
+    @property
+    def feeds(self) -> frozenset[str]:
+        """The labels a dependant in the plan builds FROM (the others are its leaves)."""
+        return frozenset(str(d) for s in self.steps for d in s.deps)
+
 
 def make_plan(graph: TargetGraph, patterns: tuple[Pattern, ...], *, check_files: bool = True) -> Plan:
     """The selected targets plus their dependencies, in a valid build order."""

@@ -93,7 +93,7 @@ def decide(plan: Plan, keys: Mapping[str, str], *, cache: TargetCache, images: I
     hits = lookups(cache, wanted, keys)
     on_engine = _inventory(images, sorted({e.image_id for e in hits.values()}), optional=engine_optional)
     # The targets a dependant in this run builds FROM: with layouts, only these need theirs on disk.
-    feeds = {str(d) for s in plan.steps for d in s.deps}
+    feeds = plan.feeds
     actions: dict[str, Action] = {}
     for step in plan.steps:
         target = step.target

@@ -136,7 +136,6 @@ class BakeExecutor:
         token = f"ib{secrets.token_hex(3)}"
         for i, m in enumerate(batch):
             m.name = f"{token}-{i}"
-        builders = {m.request.builder for m in batch}
         for m in batch:
             others = ", ".join(o.request.label for o in batch if o is not m)
             m.write(f"# built in one `docker buildx bake` with {len(batch) - 1} other target(s): {others}")
@@ -146,8 +145,8 @@ class BakeExecutor:
             meta_path = Path(tmp) / "metadata.json"
             argv = [self.single.docker, "buildx", "bake", "--progress", "plain", "--file", str(definition),
                     "--metadata-file", str(meta_path)]
-            builder = next(iter(builders))
-            if builder and len(builders) == 1:
+            builder = batch[0].request.builder  # one per run: the service resolved it once
+            if builder:
                 argv += ["--builder", builder]
             argv += [m.name for m in batch]
             split = LogSplitter(batch)

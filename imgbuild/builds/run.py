@@ -253,7 +253,7 @@ def execute(
         check_engine()  # something will be built: no engine or no buildx is exit 3 now, not a failed target
     layouts = options.layouts
     # The targets a dependant in this run builds FROM: with layouts, only these need theirs on disk.
-    feeds = {str(d) for s in plan.steps for d in s.deps}
+    feeds = plan.feeds
 
     def from_cache(target: Target, action: Cached | Restore, tags: tuple[str, ...]) -> Built | None:
         """Carry out a cached or restore action; None (a warning said why) when the image cannot be had."""

@@ -139,8 +139,7 @@ def _executor(plan: Plan, options: BuildOptions, engine: EngineGateway) -> Build
     single = BuildxExecutor(engine=engine)
     if options.layouts is not None:
         return single  # the other builders take dependencies as layouts, one build each
-    feeds = {str(d) for s in plan.steps for d in s.deps}
-    return BakeExecutor(single, leaves=frozenset(str(s.target.label) for s in plan.steps) - feeds)
+    return BakeExecutor(single, leaves=frozenset(str(lb) for lb in plan.labels) - plan.feeds)
 
 
 def _engine_refs(result: RunResult, graph: TargetGraph, loads: Callable[[str], bool]) -> dict[str, str]:
